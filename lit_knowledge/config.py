@@ -1,0 +1,349 @@
+"""The typed configuration schema, loading, overrides and validation.
+
+A run's configuration is built in this order:
+
+1. the schema defaults below;
+2. each `--config FILE` in turn (later files win);
+3. each `key=value` override from the command line (values are parsed as YAML).
+
+The `method:` section is typed by the chosen method: every method declares a `Params` dataclass
+(see `lit_knowledge/methods/`), and `method.name` selects which one applies. Any unknown key, wrong
+type or bad value stops the run with one line that names the key and the nearest valid one.
+
+Every field carries a `help` text; `python -m lit_knowledge.train --help-config` prints them all,
+and docs/config.md is generated from the same text.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from lit_knowledge.errors import UserError, did_you_mean
+
+
+def doc(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), factory=None):
+    """A dataclass field with a help text (shown by --help-config) and optional allowed values."""
+    meta = {"help": help, "choices": choices}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class RunConfig:
+    root: str = doc("runs", "Directory holding every experiment's run directories.")
+    experiment: str = doc("default", "Experiment name: runs of one experiment are compared by `lit_knowledge.report`.")
+    name: Optional[str] = doc(None, "Run name; when unset it is derived from the method and a hash of the config.")
+    seed: int = doc(0, "Global seed (Python, NumPy, torch, data order).")
+    cache_dir: str = doc(
+        "~/.cache/lit_knowledge", "Where pretrained readers and provisioned models are cached (env LIT_KNOWLEDGE_CACHE wins)."
+    )
+
+
+@dataclass
+class TinyModelConfig:
+    num_layers: int = doc(4, "Decoder layers of the tiny Llama-architecture model.")
+    hidden_size: int = doc(128, "Hidden width.")
+    num_heads: int = doc(4, "Attention heads.")
+    num_kv_heads: int = doc(4, "Key/value heads (grouped-query attention when < num_heads).")
+    intermediate_size: int = doc(512, "MLP inner width.")
+    max_position_embeddings: int = doc(512, "Longest sequence the RoPE positions cover.")
+    rope_theta: float = doc(10000.0, "RoPE base frequency.")
+    vocab_size: int = doc(4096, "Upper bound on the vocabulary of the locally trained tokenizer.")
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = doc(False, "Train a LoRA adapter (peft) instead of all weights.")
+    r: int = doc(8, "LoRA rank.")
+    alpha: int = doc(16, "LoRA scaling alpha.")
+    dropout: float = doc(0.0, "LoRA dropout.")
+    target_modules: list[str] = doc(
+        help="Module names the adapter wraps.",
+        factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+    )
+
+
+@dataclass
+class ModelConfig:
+    name: str = doc(
+        "reader",
+        "'tiny' (random tiny Llama from model.tiny), 'reader' (the synthetic world's pretrained reader, built and "
+        "cached on first use), or any Hugging Face model id or local path (from_pretrained).",
+    )
+    gguf_file: Optional[str] = doc(None, "GGUF file name inside model.name's directory (from_pretrained gguf_file).")
+    dtype: str = doc("float32", "Weight dtype.", choices=("float32", "bfloat16", "float16"))
+    device_map: Optional[str] = doc(None, "Hugging Face device_map (e.g. 'auto'); leave unset under Lightning strategies.")
+    local_files_only: bool = doc(True, "Never contact a model hub (set false to allow downloads).")
+    tokenizer: Optional[str] = doc(None, "Tokenizer id or path; unset = the model's own (or the locally trained one).")
+    gradient_checkpointing: bool = doc(False, "Recompute activations in the backward pass (HF models).")
+    tiny: TinyModelConfig = doc(help="Shape of the tiny model.", factory=TinyModelConfig)
+    lora: LoraConfig = doc(help="LoRA adapter settings.", factory=LoraConfig)
+
+
+@dataclass
+class WorldConfig:
+    seed: int = doc(0, "Seed of the synthetic world (entities, facts, templates).")
+    num_background: int = doc(300, "Entities the reader learns before the stream (locality probes ask about them).")
+    num_organisations: int = doc(40, "Organisations (background knowledge; employers and two-hop targets).")
+    num_steps: int = doc(3, "Steps of the knowledge stream.")
+    entities_per_step: int = doc(10, "New entities (one document each) per stream step.")
+    changes_per_step: int = doc(0, "Earlier stream facts that change at each later step (employer moves).")
+    num_edits: int = doc(100, "Counterfactual edits drawn about background entities.")
+
+
+@dataclass
+class DataConfig:
+    source: str = doc("world", "Data source (see `python -m lit_knowledge.data sources`).")
+    path: Optional[str] = doc(None, "File of a real data source (SQuAD JSON, CounterFact, zsRE, MQuAKE, TempLAMA, ...).")
+    world: WorldConfig = doc(help="The synthetic world (source=world).", factory=WorldConfig)
+    num_steps: Optional[int] = doc(None, "Keep only the first N stream steps.")
+    docs_per_step: int = doc(10, "Documents per stream step for real document sources.")
+    num_edits: Optional[int] = doc(None, "Keep only the first N edits of an edit stream.")
+    max_length: int = doc(256, "Longest tokenised training example (longer ones are cut from the left of the context).")
+    batch_size: int = doc(16, "Training batch size.")
+    num_workers: int = doc(0, "DataLoader worker processes.")
+
+
+@dataclass
+class PretrainConfig:
+    max_steps: int = doc(3000, "Optimiser steps of reader pretraining.")
+    batch_size: int = doc(32, "Pretraining batch size.")
+    lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).")
+    warmup_steps: int = doc(100, "Linear warm-up steps.")
+    weight_decay: float = doc(0.01, "AdamW weight decay.")
+    reading_share: float = doc(0.6, "Share of the mix that is reading comprehension (the rest: background facts).")
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = doc("auto", "Lightning accelerator: cpu, gpu, auto, ...")
+    devices: Any = doc(1, "Devices per node (int, list or 'auto').")
+    num_nodes: int = doc(1, "Nodes.")
+    strategy: str = doc(
+        "auto", "Lightning strategy.", choices=("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
+    )
+    precision: str = doc("32-true", "Lightning precision.", choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
+    max_steps: int = doc(-1, "Stop after this many optimiser steps (-1: the method decides).")
+    accumulate_grad_batches: int = doc(1, "Gradient accumulation.")
+    gradient_clip_val: Optional[float] = doc(1.0, "Gradient norm clip (null: off).")
+    log_every_n_steps: int = doc(10, "Logging interval in steps.")
+    checkpoint_every_n_steps: int = doc(0, "Periodic checkpoint interval in steps (0: only at the end).")
+    enable_progress_bar: bool = doc(True, "Show progress bars.")
+
+
+@dataclass
+class LoggerConfig:
+    backend: str = doc("csv", "Experiment logger.", choices=("wandb", "csv", "none"))
+    mode: str = doc("offline", "W&B mode.", choices=("online", "offline", "disabled"))
+    project: str = doc("lit_knowledge", "W&B project.")
+    entity: Optional[str] = doc(None, "W&B entity (team or user).")
+    group: Optional[str] = doc(None, "W&B group (defaults to run.experiment).")
+    tags: list[str] = doc(help="W&B tags.", factory=list)
+    name: Optional[str] = doc(None, "W&B display name (defaults to run.name).")
+
+
+@dataclass
+class EvalConfig:
+    batch_size: int = doc(32, "Evaluation batch size.")
+    max_new_tokens: int = doc(12, "Longest generated answer.")
+    max_probes: Optional[int] = doc(None, "Evaluate at most this many probes of each kind per step (null: all).")
+    lm_loss_texts: int = doc(64, "Held-out texts for the general-ability LM loss.")
+
+
+@dataclass
+class MethodParams:
+    """Fields every method has; each method subclasses this with its own hyper-parameters."""
+
+    name: str = doc("base", "Method (see `python -m lit_knowledge.train --list-methods`).")
+
+
+@dataclass
+class Config:
+    run: RunConfig = doc(help="Run directory and seed.", factory=RunConfig)
+    model: ModelConfig = doc(help="The language model.", factory=ModelConfig)
+    data: DataConfig = doc(help="Data source and stream.", factory=DataConfig)
+    pretrain: PretrainConfig = doc(help="Pretraining of the world's reader.", factory=PretrainConfig)
+    method: Any = doc(help="The method and its hyper-parameters.", factory=MethodParams)
+    trainer: TrainerConfig = doc(help="Lightning Trainer.", factory=TrainerConfig)
+    logger: LoggerConfig = doc(help="Experiment tracking.", factory=LoggerConfig)
+    eval: EvalConfig = doc(help="Evaluation protocol.", factory=EvalConfig)
+
+
+# Keys that may differ between a run and the run it resumes (and do not change the run's identity).
+VOLATILE_KEYS = ("run.name", "trainer.max_steps", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
+                 "trainer.checkpoint_every_n_steps", "logger", "data.num_workers", "run.cache_dir", "run.root")
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def _flat_keys(schema_cls, prefix: str = "") -> dict[str, dataclasses.Field]:
+    out = {}
+    for f in dataclasses.fields(schema_cls):
+        key = f"{prefix}{f.name}"
+        out[key] = f
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else None
+        if dataclasses.is_dataclass(sub):
+            out.update(_flat_keys(type(sub), key + "."))
+    return out
+
+
+def _schema_node(params_cls: type) -> DictConfig:
+    node = OmegaConf.structured(Config)
+    with _omegaconf_errors():
+        node.method = OmegaConf.structured(params_cls)
+    return node
+
+
+def valid_keys(params_cls: type = MethodParams) -> dict[str, dataclasses.Field]:
+    keys = {k: f for k, f in _flat_keys(Config).items() if not k.startswith("method.")}
+    keys.update(_flat_keys(params_cls, "method."))
+    return keys
+
+
+class _omegaconf_errors:
+    """Turn OmegaConf's exceptions into one-line UserErrors naming the key and the nearest valid key."""
+
+    def __init__(self, source: str = "", params_cls: type = MethodParams):
+        self.source = source
+        self.params_cls = params_cls
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or not isinstance(exc, OmegaConfBaseException):
+            return False
+        key = getattr(exc, "full_key", None) or "?"
+        where = f" in {self.source}" if self.source else ""
+        msg = str(exc).splitlines()[0]
+        if type(exc).__name__ == "ConfigKeyError" or "not in" in msg:
+            raise UserError(f"unknown config key '{key}'{where}{did_you_mean(key, valid_keys(self.params_cls))}") from None
+        raise UserError(f"bad value for config key '{key}'{where}: {msg}") from None
+
+
+def _read_yaml(path: str) -> DictConfig:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file {path} not found; pass an existing YAML file to --config")
+    try:
+        node = OmegaConf.load(p)
+    except Exception as e:  # yaml.YAMLError and friends
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"config file {path} is not valid YAML ({first}); fix the syntax") from None
+    if not isinstance(node, DictConfig):
+        raise UserError(f"config file {path} must hold a mapping of sections (run:, model:, ...), not a list")
+    return node
+
+
+def _parse_overrides(overrides: list[str]) -> list[tuple[str, DictConfig]]:
+    parsed = []
+    for item in overrides:
+        if "=" not in item or item.startswith("="):
+            raise UserError(f"override '{item}' must look like key=value (e.g. trainer.max_steps=10)")
+        try:
+            parsed.append((item, OmegaConf.from_dotlist([item])))
+        except Exception as e:
+            raise UserError(f"override '{item}' could not be parsed: {str(e).splitlines()[0]}") from None
+    return parsed
+
+
+def _method_name(layers: list[DictConfig]) -> str:
+    name = "base"
+    for layer in layers:
+        m = layer.get("method") if isinstance(layer, DictConfig) else None
+        if isinstance(m, DictConfig) and "name" in m:
+            name = str(m.name)
+        elif isinstance(m, str):
+            raise UserError("config key 'method' must be a mapping with a 'name' (e.g. method.name=selfparam)")
+    return name
+
+
+def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> DictConfig:
+    """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
+    from lit_knowledge.methods import METHODS  # registry import here: methods import this module
+
+    files = [(path, _read_yaml(path)) for path in config_files]
+    dots = _parse_overrides(list(overrides))
+    method = _method_name([node for _, node in files] + [node for _, node in dots])
+    params_cls = METHODS.get(method).Params
+    cfg = _schema_node(params_cls)
+    for source, node in files + dots:
+        with _omegaconf_errors(source if source.endswith((".yaml", ".yml")) else f"override '{source}'", params_cls):
+            cfg = OmegaConf.merge(cfg, node)
+    validate(cfg, params_cls)
+    OmegaConf.set_readonly(cfg, True)
+    return cfg
+
+
+def validate(cfg: DictConfig, params_cls: type = MethodParams) -> None:
+    """Check every field that declares `choices`, and the method's own `validate` hook."""
+    for key, f in valid_keys(params_cls).items():
+        choices = f.metadata.get("choices") if f.metadata else None
+        if choices:
+            value = OmegaConf.select(cfg, key)
+            if value not in choices:
+                raise UserError(
+                    f"bad value for config key '{key}': {value!r}{did_you_mean(str(value), [str(c) for c in choices])}; "
+                    f"choose one of: {', '.join(map(str, choices))}"
+                )
+    check = getattr(params_cls, "validate", None)
+    if check is not None:
+        check(cfg)
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+
+
+def to_yaml(cfg: DictConfig) -> str:
+    return OmegaConf.to_yaml(cfg, resolve=True)
+
+
+def to_dict(cfg: DictConfig) -> dict:
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+def identity(cfg: DictConfig) -> dict:
+    """The config without the keys that may change between a run and its resumption."""
+    d = to_dict(cfg)
+    for key in VOLATILE_KEYS:
+        *parents, last = key.split(".")
+        node = d
+        for p in parents:
+            node = node.get(p, {})
+        node.pop(last, None)
+    return d
+
+
+def config_hash(obj: Any, length: int = 10) -> str:
+    if isinstance(obj, (DictConfig, ListConfig)):
+        obj = OmegaConf.to_container(obj, resolve=True)
+    blob = json.dumps(obj, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+def describe(params_cls: type = MethodParams) -> str:
+    """Every key with its type, default and help text (the body of --help-config and docs/config.md)."""
+    lines = []
+    defaults = OmegaConf.to_container(_schema_node(params_cls), resolve=True)
+    for key, f in valid_keys(params_cls).items():
+        if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory()):
+            lines.append(f"\n{key}: {f.metadata.get('help', '')}")
+            continue
+        value = defaults
+        for part in key.split("."):
+            value = value[part]
+        typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        choices = f.metadata.get("choices") if f.metadata else None
+        extra = f" [{'|'.join(map(str, choices))}]" if choices else ""
+        lines.append(f"  {key} ({typ}) = {json.dumps(value)}{extra}: {f.metadata.get('help', '')}")
+    return "\n".join(lines).strip() + "\n"

@@ -1,0 +1,111 @@
+"""LightningDataModules: the knowledge stream, the edit stream, and the reader's pretraining mix.
+
+The tokenizer belongs to the model, so a DataModule is connected to it after the model is built:
+each DataModule takes the method, which owns the tokenizer and says what its training examples are.
+
+Knowledge stream: one epoch walks the stream in order. For stream step k it yields the method's
+training examples for that step (`method.training_examples(step)`, a `datasets.Dataset`), repeated
+`method.epochs_per_step` times in a seeded shuffle, cut into batches. Every batch carries its
+`stream_step` and whether it is the last of its step, which is where the method finishes the step
+(merge, record, evaluate). A step with nothing to train on still yields one empty batch, so the step
+boundary is always seen. The whole plan is fixed by the seed, so a resumed run can skip exactly the
+batches it has already consumed (`skip_batches`).
+"""
+
+from __future__ import annotations
+
+import random
+
+import lightning as L
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from torch.utils.data import Dataset as TorchDataset
+from torch.utils.data import IterableDataset
+
+from lit_knowledge.data.prompts import collate
+
+
+class _PlannedBatches(TorchDataset):
+    """A fixed list of batches: (stream_step, is_last_of_step, example indices into that step's examples)."""
+
+    def __init__(self, per_step: list[Dataset], plan: list[tuple[int, bool, list[int]]], pad_id: int):
+        self.per_step, self.plan, self.pad_id = per_step, plan, pad_id
+
+    def __len__(self):
+        return len(self.plan)
+
+    def __getitem__(self, i):
+        step, last, idx = self.plan[i]
+        examples = [self.per_step[step][j] for j in idx]
+        batch = collate(examples, self.pad_id) if examples else {}
+        # Non-token fields of the examples (e.g. SELF-PARAM's teacher prompt) travel as lists.
+        for key in (examples[0].keys() - {"input_ids", "labels"}) if examples else ():
+            batch[key] = [e[key] for e in examples]
+        batch.update({"stream_step": step, "last_in_step": last, "position": i})
+        return batch
+
+
+def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int) -> list[tuple[int, bool, list[int]]]:
+    plan = []
+    for step, n in enumerate(sizes):
+        order = []
+        rng = random.Random(seed * 1_000_003 + step)
+        for _ in range(epochs if n else 0):
+            perm = list(range(n))
+            rng.shuffle(perm)
+            order += perm
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)] or [[]]
+        plan += [(step, i == len(chunks) - 1, chunk) for i, chunk in enumerate(chunks)]
+    return plan
+
+
+class KnowledgeStreamDataModule(L.LightningDataModule):
+    def __init__(self, stream, method, batch_size: int, seed: int = 0, num_workers: int = 0):
+        super().__init__()
+        self.stream, self.method = stream, method
+        self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
+        self.skip_batches = 0
+        self._dataset = None
+
+    def setup(self, stage: str | None = None):
+        if self._dataset is None:
+            per_step = [self.method.training_examples(step) for step in self.stream.steps]
+            plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed)
+            self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id)
+
+    @property
+    def num_batches(self) -> int:
+        self.setup()
+        return len(self._dataset)
+
+    def train_dataloader(self):
+        self.setup()
+        data = self._dataset
+        if self.skip_batches:
+            data = _PlannedBatches(data.per_step, data.plan[self.skip_batches :], data.pad_id)
+        return DataLoader(data, batch_size=None, shuffle=False, num_workers=self.num_workers)
+
+
+class EditStreamDataModule(KnowledgeStreamDataModule):
+    """An edit stream is a knowledge stream whose steps are single edits (one batch per edit)."""
+
+
+class _MixStream(IterableDataset):
+    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int):
+        self.sample_fn, self.batch_size, self.pad_id, self.seed = sample_fn, batch_size, pad_id, seed
+
+    def __iter__(self):
+        rng = random.Random(self.seed)
+        while True:
+            yield collate([self.sample_fn(rng) for _ in range(self.batch_size)], self.pad_id)
+
+
+class PretrainDataModule(L.LightningDataModule):
+    """An endless, seeded stream of pretraining batches drawn by `sample_fn(rng) -> encoded example`."""
+
+    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int = 0):
+        super().__init__()
+        self.sample_fn, self.batch_size, self.pad_id, self.seed = sample_fn, batch_size, pad_id, seed
+
+    def train_dataloader(self):
+        return DataLoader(_MixStream(self.sample_fn, self.batch_size, self.pad_id, self.seed), batch_size=None)

@@ -1,0 +1,306 @@
+"""The synthetic world: a seeded, deterministic fictional world for the embedded default (DESIGN.md §3).
+
+People have a birth city, a birth year, an employer and a field; organisations have a headquarters
+city. Everything is drawn from fixed word lists, so a word-level tokenizer covers every name, while
+the *combinations* (which person was born where, works for whom) are fresh: a model can only answer
+about a new person by reading about them, or by having the fact put into its weights.
+
+What the world provides:
+- background people and organisations, known to the reader before the stream (locality probes);
+- a knowledge stream: steps of documents about new people, each with probes whose wording is held
+  out from the documents, of several kinds: `efficacy` (direct question), `paraphrase` (another
+  wording), `transformed` (the answer in another form than the document states it: the decade),
+  `inverse` (who was born in X in Y?), `compositional` (two facts of one person in one answer),
+  `multi_hop` (through the employer to its headquarters: background knowledge);
+- facts that change at later steps (a person moves to another employer), superseding earlier probes;
+- counterfactual edits about background people, with paraphrases, locality prompts and two-hop
+  portability questions;
+- the reader's pretraining mix: background facts (closed-book) and reading comprehension over freshly
+  generated people (never a fixed pool), so that the only way to answer is to read the context.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from lit_knowledge.data.records import Document, Edit, Probe
+from lit_knowledge.data.sources import SOURCES
+from lit_knowledge.data.streams import EditStream, KnowledgeStream, StreamStep
+
+FIRST_NAMES = (
+    "ada alma anton arlo basil bea cato cleo dara dov edda elio emil esme fenn flora gus hana ines ivo jana jory "
+    "kai kira lars lena lior maja milo nadia nils odile otto pia quin rafa rosa sami tavi tess udo una vera viggo "
+    "wren yara yuri zane zora bram cyra dagny ezra fabio greta hugo ilse joss kasia luca mira nico oren perla "
+    "remy saskia teo ulla vito wanda xander yusuf zelda"
+).split()
+LAST_NAMES = (
+    "abbott arden barlow brandt calder corwin dalton dresner ellery fairbanks falk garrow halden hartwell ingram "
+    "jessup kessler lindqvist marlow mercer norcott oakes pelham quarry radley selwyn stroud thorne tulliver "
+    "underhill vance voss whitlock wexford yardley zeller achterberg bellamy castellan drummond eastwood "
+    "fontaine gaskell hollis iverson jarrett kimball lachance moreau nakamura okafor petrakis rasmussen "
+    "salazar takeda ueda varga winslow yilmaz zamora"
+).split()
+CITIES = (
+    "velmora ostrava kelthorn dunmere brisk anvora caldera marenport tessaly glimhold ravensby solmere "
+    "quarrow fenwick lowmarsh eddington pellucid harrowgate zinnia tarquin vesper arkholm bellhaven cindral "
+    "drossel emberly farrowdale gantry hollin islay"
+).split()
+ORG_FIRST = "norcrest aldous brightwater copperline deepfield emberline frostvale greyhall ironwood juniper".split()
+ORG_LAST = "labs institute foundry works collective systems group".split()
+FIELDS = (
+    "chemistry law astronomy geology linguistics botany robotics economics medicine architecture music "
+    "zoology philosophy mathematics cartography"
+).split()
+YEARS = list(range(1940, 2000))
+
+# Documents state facts with these templates; questions below never reuse their wording.
+DOC_TEMPLATES = (
+    "{name} was born in {year} in {city} . {name} works for {org} as a researcher in {field} .",
+    "born in {city} in {year} , {name} is a {field} specialist employed by {org} .",
+    "{org} employs {name} , who studies {field} . {name} was born in {year} in the city of {city} .",
+    "the {field} expert {name} came into the world in {city} in {year} and now works at {org} .",
+    "{name} , a native of {city} born in {year} , does {field} research at {org} .",
+)
+ORG_DOC_TEMPLATES = (
+    "{org} is based in {hq} .",
+    "the headquarters of {org} are in {hq} .",
+)
+CHANGE_TEMPLATES = (
+    "{name} left {old_org} and joined {org} .",
+    "after years at {old_org} , {name} moved to {org} .",
+)
+
+# Question templates per relation: the first `PROBE_SPLIT` wordings are training questions (pretraining
+# and the target sets of SELF-PARAM / FT(S)); the rest are held out and only used by probes.
+QUESTIONS = {
+    "city": ("where was {name} born ?", "what is the birthplace of {name} ?", "in which city was {name} born ?",
+             "which city is the hometown of {name} ?"),
+    "year": ("when was {name} born ?", "what is the birth year of {name} ?", "in what year was {name} born ?",
+             "which year did {name} arrive in the world ?"),
+    "org": ("who employs {name} ?", "where does {name} work ?", "which organisation does {name} work for ?",
+            "who is the employer of {name} ?"),
+    "field": ("what does {name} study ?", "what is the field of {name} ?", "what is the area of expertise of {name} ?",
+              "in which discipline does {name} work ?"),
+}
+PROBE_SPLIT = 2
+TRANSFORMED = ("in which decade was {name} born ?", "during which decade was {name} born ?")
+INVERSE = ("who was born in {city} in {year} ?", "which person was born in {year} in {city} ?")
+COMPOSITIONAL = ("where and in what year was {name} born ?", "in which city and year was {name} born ?")
+MULTI_HOP = ("in which city is the employer of {name} based ?", "where is the organisation that employs {name} based ?")
+ORG_QUESTIONS = ("where is {org} based ?", "in which city are the headquarters of {org} ?")
+# Edit prompts are questions too (the reader answers questions); these relations can be edited.
+EDIT_RELATIONS = ("city", "org", "field")
+
+
+@dataclass
+class Person:
+    name: str
+    city: str
+    year: int
+    org: str
+    field: str
+
+
+def decade(year: int) -> str:
+    return f"{year // 10 * 10}s"
+
+
+def answer(person: Person, relation: str) -> str:
+    return str(getattr(person, relation))
+
+
+class World:
+    """All of the world's facts, drawn once from `seed`; every method of it is deterministic."""
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        rng = random.Random(cfg.seed)
+        orgs = [f"{a} {b}" for a in ORG_FIRST for b in ORG_LAST]
+        rng.shuffle(orgs)
+        if cfg.num_organisations > len(orgs):
+            raise ValueError(f"data.world.num_organisations must be <= {len(orgs)}")
+        self.orgs = orgs[: cfg.num_organisations]
+        self.hq = {org: rng.choice(CITIES) for org in self.orgs}
+        names = [f"{a} {b}" for a in FIRST_NAMES for b in LAST_NAMES]
+        rng.shuffle(names)
+        n_stream = cfg.num_steps * cfg.entities_per_step
+        if cfg.num_background + n_stream > len(names) // 2:
+            raise ValueError(f"the world has room for {len(names) // 2} named people; lower data.world sizes")
+        self.background = [self._person(rng, n) for n in names[: cfg.num_background]]
+        self.stream_people = [self._person(rng, n) for n in names[cfg.num_background : cfg.num_background + n_stream]]
+        # Names never used by background or stream people: reading comprehension and held-out text draw here.
+        self.free_names = names[cfg.num_background + n_stream :]
+        self._stream_rng_seed = rng.randrange(2**31)
+
+    def _person(self, rng: random.Random, name: str) -> Person:
+        return Person(name, rng.choice(CITIES), rng.choice(YEARS), rng.choice(self.orgs), rng.choice(FIELDS))
+
+    def fresh_person(self, rng: random.Random) -> Person:
+        return self._person(rng, rng.choice(self.free_names))
+
+    # ------------------------------------------------------------------------------------- rendering
+
+    def document(self, person: Person, rng: random.Random) -> str:
+        return rng.choice(DOC_TEMPLATES).format(**vars(person))
+
+    def questions(self, person: Person, split: str = "all", known: list[Person] = ()) -> list[tuple[str, str, str]]:
+        """(kind, question, answer) about `person`. split: 'train' wordings, 'probe' (held-out) wordings, or 'all'.
+
+        Inverse questions are asked only when no person in `known` shares the birth city and year.
+        """
+        lo, hi = {"train": (0, PROBE_SPLIT), "probe": (PROBE_SPLIT, None), "all": (0, None)}[split]
+        out = []
+        for relation, templates in QUESTIONS.items():
+            wordings = templates[lo:hi]
+            for i, template in enumerate(wordings):
+                kind = "efficacy" if i == 0 else "paraphrase"
+                out.append((kind, template.format(name=person.name), answer(person, relation)))
+        half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
+        fmt = vars(person)
+        for template in TRANSFORMED[half]:
+            out.append(("transformed", template.format(**fmt), decade(person.year)))
+        if not any(p.city == person.city and p.year == person.year for p in known if p.name != person.name):
+            for template in INVERSE[half]:
+                out.append(("inverse", template.format(**fmt), person.name))
+        for template in COMPOSITIONAL[half]:
+            out.append(("compositional", template.format(**fmt), f"{person.city} in {person.year}"))
+        for template in MULTI_HOP[half]:
+            out.append(("multi_hop", template.format(**fmt), self.hq[person.org]))
+        return out
+
+    # ------------------------------------------------------------------------------------- the stream
+
+    def stream(self) -> KnowledgeStream:
+        cfg = self.cfg
+        rng = random.Random(self._stream_rng_seed)
+        everyone = self.background + self.stream_people
+        steps, superseded = [], {}
+        current = {}  # name -> Person as currently true (after changes)
+        question_owner: dict[str, list[str]] = {}  # name -> ids of probes about its employer
+        for t in range(cfg.num_steps):
+            people = self.stream_people[t * cfg.entities_per_step : (t + 1) * cfg.entities_per_step]
+            docs, probes, train_qa = [], [], {}
+            for person in people:
+                doc = Document(f"w{t}-{person.name.replace(' ', '_')}", self.document(person, rng), time=t)
+                docs.append(doc)
+                current[person.name] = person
+                train_qa[doc.id] = [(q, a) for _, q, a in self.questions(person, "train", everyone)]
+                for k, (kind, q, a) in enumerate(self.questions(person, "probe", everyone)):
+                    probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind)
+                    probes.append(probe)
+                    if q in _org_dependent_questions(person):
+                        question_owner.setdefault(person.name, []).append(probe.id)
+            if t > 0 and cfg.changes_per_step:
+                movers = rng.sample(sorted(n for n in current if n not in {p.name for p in people}),
+                                    min(cfg.changes_per_step, len(current) - len(people)))
+                for name in movers:
+                    old = current[name]
+                    new = Person(old.name, old.city, old.year, rng.choice([o for o in self.orgs if o != old.org]),
+                                 old.field)
+                    current[name] = new
+                    text = rng.choice(CHANGE_TEMPLATES).format(name=name, old_org=old.org, org=new.org)
+                    doc = Document(f"w{t}-move-{name.replace(' ', '_')}", text, time=t)
+                    docs.append(doc)
+                    superseded.setdefault(t, set()).update(question_owner.get(name, []))
+                    question_owner[name] = []
+                    train_qa[doc.id] = [(q, a) for _, q, a in self.questions(new, "train", everyone)
+                                        if q in _org_dependent_questions(new)]
+                    for k, (kind, q, a) in enumerate(self.questions(new, "probe", everyone)):
+                        if q in _org_dependent_questions(new):
+                            probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind)
+                            probes.append(probe)
+                            question_owner[name].append(probe.id)
+            steps.append(StreamStep(t, docs, probes, train_qa))
+        return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded)
+
+    def background_probes(self) -> list[Probe]:
+        """Closed-book questions about background people and organisations (held-out wordings): locality."""
+        probes = []
+        for person in self.background:
+            for k, (kind, q, a) in enumerate(self.questions(person, "probe", self.background)):
+                if kind in ("efficacy", "paraphrase"):
+                    probes.append(Probe(f"bg-{person.name.replace(' ', '_')}-q{k}", "", q, [a], "locality"))
+        return probes
+
+    def heldout_texts(self, n: int = 64) -> list[str]:
+        """Documents about people who appear nowhere else: general ability is the LM loss on these."""
+        rng = random.Random(self.cfg.seed + 7919)
+        return [self.document(self.fresh_person(rng), rng) for _ in range(n)]
+
+    # ------------------------------------------------------------------------------------- edits
+
+    def edits(self) -> EditStream:
+        """Counterfactual edits about background people: each changes one relation to a new value."""
+        rng = random.Random(self.cfg.seed + 104729)
+        edits = []
+        people = list(self.background)
+        rng.shuffle(people)
+        values = {"city": CITIES, "org": self.orgs, "field": FIELDS}
+        for i in range(min(self.cfg.num_edits, len(people))):
+            person = people[i]
+            relation = EDIT_RELATIONS[i % len(EDIT_RELATIONS)]
+            true = answer(person, relation)
+            new = rng.choice([v for v in values[relation] if v != true])
+            wordings = [t.format(name=person.name) for t in QUESTIONS[relation]]
+            others = rng.sample([p for p in self.background if p.name != person.name], 3)
+            locality = []
+            for other in others:
+                rel = rng.choice(list(QUESTIONS))
+                locality.append((QUESTIONS[rel][0].format(name=other.name), answer(other, rel)))
+            portability = []
+            if relation == "org":
+                portability = [(t.format(name=person.name), self.hq[new]) for t in MULTI_HOP]
+            elif relation == "city":
+                portability = [(t.format(name=person.name, city=new, year=person.year), f"{new} in {person.year}")
+                               for t in COMPOSITIONAL]
+            edits.append(Edit(f"edit-{i}", wordings[0], person.name, new, true, wordings[1:], locality, portability))
+        return EditStream(edits, self.heldout_texts())
+
+    # ------------------------------------------------------------------------------------- pretraining
+
+    def background_corpus(self) -> list[tuple[str, str]]:
+        """(prompt, answer) pairs that teach the reader its background knowledge, closed-book; plus documents."""
+        rng = random.Random(self.cfg.seed + 31337)
+        pairs = []
+        for person in self.background:
+            pairs.append((self.document(person, rng), ""))
+            pairs.extend((q, a) for _, q, a in self.questions(person, "all", self.background))
+        for org in self.orgs:
+            pairs.append((rng.choice(ORG_DOC_TEMPLATES).format(org=org, hq=self.hq[org]), ""))
+            pairs.extend((q.format(org=org), self.hq[org]) for q in ORG_QUESTIONS)
+        return pairs
+
+    def reading_example(self, rng: random.Random) -> tuple[str, str, str]:
+        """(context, question, answer) about a freshly drawn person, among 0-2 distractor documents."""
+        target = self.fresh_person(rng)
+        docs = [self.document(target, rng)] + [self.document(self.fresh_person(rng), rng) for _ in range(rng.randint(0, 2))]
+        rng.shuffle(docs)
+        _, q, a = rng.choice(self.questions(target, "all"))
+        return " ".join(docs), q, a
+
+    def texts(self) -> list[str]:
+        """Text that covers the world's whole vocabulary (to train the tokenizer on)."""
+        words = FIRST_NAMES + LAST_NAMES + CITIES + ORG_FIRST + ORG_LAST + FIELDS + [str(y) for y in YEARS]
+        words += [decade(y) for y in YEARS[::10]]
+        templates = DOC_TEMPLATES + ORG_DOC_TEMPLATES + CHANGE_TEMPLATES + TRANSFORMED + INVERSE + COMPOSITIONAL
+        templates += MULTI_HOP + ORG_QUESTIONS + tuple(q for qs in QUESTIONS.values() for q in qs)
+        return [" ".join(words), "q : a :"] + list(templates)
+
+
+def _org_dependent_questions(person: Person) -> set[str]:
+    """Questions whose answer changes when the person's employer changes."""
+    qs = {t.format(name=person.name) for t in QUESTIONS["org"]}
+    return qs | {t.format(name=person.name) for t in MULTI_HOP}
+
+
+@SOURCES.register("world")
+def world_source(data_cfg):
+    world = World(data_cfg.world)
+    stream = world.stream()
+    return stream.truncate(data_cfg.num_steps)
+
+
+@SOURCES.register("world_edits")
+def world_edit_source(data_cfg):
+    return World(data_cfg.world).edits().truncate(data_cfg.num_edits)

@@ -1,0 +1,117 @@
+"""The stream evaluation protocol (DESIGN.md §3), the same for every method.
+
+After each step of a knowledge stream the model is asked, closed-book (unless the method itself
+puts text in the prompt, as `in_context` and `rag_bm25` do):
+- efficacy:   the probes of the step just learned;
+- retention:  the probes of every earlier step (one F1 per earlier step: a row of the retention matrix);
+- locality:   probes about background knowledge the model had before the stream;
+- general ability: language-model loss on held-out text.
+
+Probes a later step supersedes (a fact that changed) are no longer asked from that step on.
+The method answers through `method.answer(probes)`, so the protocol never needs to know how.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+
+from lit_knowledge.data.records import Probe
+from lit_knowledge.data.streams import KnowledgeStream
+from lit_knowledge.evaluation.metrics import mean, qa_scores
+
+
+def _cap(probes: list[Probe], limit: int | None, seed: int) -> list[Probe]:
+    """At most `limit` probes of each kind, drawn with a fixed seed (the same subset at every step)."""
+    if limit is None:
+        return list(probes)
+    by_kind: dict[str, list[Probe]] = defaultdict(list)
+    for p in probes:
+        by_kind[p.kind].append(p)
+    rng = random.Random(seed)
+    out = []
+    for kind in sorted(by_kind):
+        group = by_kind[kind]
+        out += group if len(group) <= limit else rng.sample(group, limit)
+    return out
+
+
+class StreamProtocol:
+    def __init__(self, stream: KnowledgeStream, eval_cfg, seed: int = 0):
+        self.stream = stream
+        self.cfg = eval_cfg
+        self.step_probes = [_cap(s.probes, eval_cfg.max_probes, seed + s.index) for s in stream.steps]
+        self.background = _cap(stream.background_probes, eval_cfg.max_probes, seed - 1)
+        self.heldout = stream.heldout_texts[: eval_cfg.lm_loss_texts]
+
+    def superseded_by(self, k: int) -> set[str]:
+        out: set[str] = set()
+        for t, ids in self.stream.superseded.items():
+            if t <= k:
+                out |= ids
+        return out
+
+    def evaluate(self, method, k: int) -> dict:
+        """Scores of the model after step k: one row of the per-step history."""
+        gone = self.superseded_by(k)
+        asked = [[p for p in self.step_probes[j] if p.id not in gone] for j in range(k + 1)]
+        flat = [p for group in asked for p in group] + self.background
+        predictions = dict(zip([p.id for p in flat], method.answer(flat))) if flat else {}
+
+        def score(probes):
+            return qa_scores([predictions[p.id] for p in probes], [p.answers for p in probes])
+
+        row_scores = [score(group) if group else None for group in asked]
+        efficacy = row_scores[k]
+        earlier = [p for group in asked[:k] for p in group]
+        retention = score(earlier) if earlier else None
+        locality = score(self.background) if self.background else None
+        by_kind = defaultdict(list)
+        for p in asked[k]:
+            by_kind[p.kind].append(p)
+        return {
+            "step": k,
+            "efficacy_em": efficacy["em"] if efficacy else None,
+            "efficacy_f1": efficacy["f1"] if efficacy else None,
+            "retention_f1": retention["f1"] if retention else None,
+            "retention_em": retention["em"] if retention else None,
+            "locality_f1": locality["f1"] if locality else None,
+            "lm_loss": method.lm_loss(self.heldout),
+            "efficacy_f1_by_kind": {kind: score(ps)["f1"] for kind, ps in sorted(by_kind.items())},
+            "retention_row": [s["f1"] if s else None for s in row_scores],
+            "examples": [(p.question, p.answers[0], predictions[p.id]) for p in asked[k][:5]],
+        }
+
+
+def summarize(history: list[dict], timings: list[float], extra_storage_bytes: int, wall_time_s: float) -> dict:
+    """The `metrics`, `curves` and `retention_matrix` of results.json from the per-step history."""
+    if not history:
+        return {"metrics": {}, "curves": {}}
+    final = history[-1]
+    kinds = sorted({k for row in history for k in row["efficacy_f1_by_kind"]})
+    metrics = {
+        "efficacy_em": mean(r["efficacy_em"] for r in history),
+        "efficacy_f1": mean(r["efficacy_f1"] for r in history),
+        # Retention: the final model on the probes of every earlier step.
+        "retention_f1": final["retention_f1"],
+        "locality_f1": final["locality_f1"],
+        "lm_loss": final["lm_loss"],
+        "final_f1_all_steps": mean(v for v in final["retention_row"]),
+        "wall_time_s": wall_time_s,
+        "update_time_per_step_s": mean(timings) if timings else 0.0,
+        "extra_storage_bytes": extra_storage_bytes,
+        "num_steps": len(history),
+    }
+    for kind in kinds:
+        metrics[f"efficacy_f1_{kind}"] = mean(r["efficacy_f1_by_kind"].get(kind) for r in history)
+    curves = {
+        "step": [r["step"] + 1 for r in history],
+        "efficacy_f1": [r["efficacy_f1"] for r in history],
+        "retention_f1": [r["retention_f1"] for r in history],
+        "locality_f1": [r["locality_f1"] for r in history],
+        "lm_loss": [r["lm_loss"] for r in history],
+        "update_time_s": list(timings),
+    }
+    width = len(history)
+    matrix = [r["retention_row"] + [None] * (width - len(r["retention_row"])) for r in history]
+    return {"metrics": metrics, "curves": curves, "retention_matrix": matrix}

@@ -1,0 +1,162 @@
+"""What every method shares: the model, the stream walk, the protocol at each step boundary, and state.
+
+A method is a LightningModule. For a knowledge stream, one `Trainer.fit` walks the whole stream
+(see data/datamodules.py): the method trains on the batches of step k, and when the last batch of
+step k has run, `finish_step(k)` lets it close the step (merge an adapter, grow a basis, ...) and the
+protocol asks the probes. A method that learns without gradients (writes a memory, indexes a
+document) does so in `training_step` and returns None.
+
+Methods override a few hooks:
+- `training_examples(step) -> datasets.Dataset` — what to train on for a stream step (encoded);
+- `epochs_per_step` — how many passes over those examples per step;
+- `answer(probes) -> list[str]` — how the model answers (closed-book by default);
+- `finish_step(k)` — what happens at the end of a step;
+- `method_state()` / `load_method_state(d)` — non-weight state, saved in every checkpoint;
+- `extra_storage_bytes()` — what the method keeps beside the weights.
+"""
+
+from __future__ import annotations
+
+import time
+
+import lightning as L
+import torch
+from datasets import Dataset
+
+from lit_knowledge.config import MethodParams
+from lit_knowledge.data.prompts import encode_example, qa_prompt
+from lit_knowledge.data.sources import SOURCES
+from lit_knowledge.evaluation.protocol import StreamProtocol, summarize
+from lit_knowledge.models import load_model
+from lit_knowledge.models.generate import generate_answers, lm_loss
+
+
+def load_stream(cfg):
+    """The configured data source's stream (importing the readers registers the sources)."""
+    import lit_knowledge.data.readers  # noqa: F401
+    import lit_knowledge.data.world  # noqa: F401
+
+    return SOURCES.get(cfg.data.source)(cfg.data)
+
+
+def encode_all(tokenizer, pairs: list[tuple[str, str]], max_length: int, **extra) -> Dataset:
+    """A datasets.Dataset of encoded (prompt, target) pairs; extra columns are given per pair as lists."""
+    rows = [encode_example(tokenizer, p, t, max_length) for p, t in pairs]
+    for key, values in extra.items():
+        for row, value in zip(rows, values):
+            row[key] = value
+    return Dataset.from_list(rows) if rows else Dataset.from_dict({"input_ids": [], "labels": []})
+
+
+class KnowledgeMethod(L.LightningModule):
+    Params = MethodParams
+    kind = "qa"
+    epochs_per_step = 1
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        super().__init__()
+        self.cfg = cfg
+        self.params = cfg.method
+        if model is None:
+            model, tokenizer = load_model(cfg)
+        self.model, self.tokenizer = model, tokenizer
+        self.stream = load_stream(cfg)
+        self.protocol = StreamProtocol(self.stream, cfg.eval, cfg.run.seed)
+        self.history: list[dict] = []
+        self.step_times: list[float] = []
+        self._step_started: float | None = None
+        self._fit_started = time.perf_counter()
+        self.progress = cfg.trainer.enable_progress_bar
+
+    # ------------------------------------------------------------------------------ hooks to override
+
+    def training_examples(self, step) -> Dataset:
+        return encode_all(self.tokenizer, [], self.cfg.data.max_length)
+
+    def answer(self, probes) -> list[str]:
+        return self.generate([qa_prompt(p.question) for p in probes])
+
+    def finish_step(self, k: int) -> None:
+        pass
+
+    def method_state(self) -> dict:
+        return {}
+
+    def load_method_state(self, state: dict) -> None:
+        pass
+
+    def extra_storage_bytes(self) -> int:
+        return 0
+
+    # ------------------------------------------------------------------------------ shared tools
+
+    def generate(self, prompts: list[str]) -> list[str]:
+        return generate_answers(self.model, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
+                                self.cfg.eval.batch_size, progress=self.progress, desc="probes")
+
+    def lm_loss(self, texts: list[str]) -> float | None:
+        return lm_loss(self.model, self.tokenizer, texts, self.cfg.data.max_length, self.cfg.eval.batch_size)
+
+    def forward(self, **batch):
+        return self.model(**batch)
+
+    def lm_training_step(self, batch) -> torch.Tensor | None:
+        """Next-token loss on the batch's scored tokens (the fine-tuning baselines' whole step)."""
+        if "input_ids" not in batch:
+            return None
+        out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
+        self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return out.loss
+
+    def datamodule(self):
+        from lit_knowledge.data.datamodules import KnowledgeStreamDataModule
+
+        return KnowledgeStreamDataModule(self.stream, self, self.cfg.data.batch_size, self.cfg.run.seed,
+                                         self.cfg.data.num_workers)
+
+    # ------------------------------------------------------------------------------ the stream walk
+
+    def on_train_batch_start(self, batch, batch_idx):
+        if self._step_started is None:
+            self._step_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if not batch["last_in_step"]:
+            return
+        k = batch["stream_step"]
+        self.finish_step(k)
+        self.step_times.append(time.perf_counter() - self._step_started)
+        self._step_started = None
+        row = self.protocol.evaluate(self, k)
+        self.history.append(row)
+        scalars = {f"stream/{key}": v for key, v in row.items() if isinstance(v, float)}
+        self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
+
+    def results(self) -> dict:
+        out = summarize(self.history, self.step_times, self.extra_storage_bytes(),
+                        time.perf_counter() - self._fit_started)
+        out["kind"] = self.kind
+        out["examples"] = self.history[-1]["examples"] if self.history else []
+        return out
+
+    # ------------------------------------------------------------------------------ checkpointed state
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["lit_knowledge"] = {
+            "history": self.history,
+            "step_times": self.step_times,
+            "method_state": self.method_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint):
+        state = checkpoint.get("lit_knowledge", {})
+        self.history = state.get("history", [])
+        self.step_times = state.get("step_times", [])
+        self.load_method_state(state.get("method_state", {}))
+
+    def configure_optimizers(self):
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if not params:
+            return None
+        lr = getattr(self.params, "lr", 1e-4)
+        return torch.optim.AdamW(params, lr=lr, weight_decay=getattr(self.params, "weight_decay", 0.0))

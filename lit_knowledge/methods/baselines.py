@@ -1,0 +1,147 @@
+"""The baselines every knowledge-injection paper compares with (DESIGN.md §4.1).
+
+- `base`        the model as it is: closed-book, no update (the floor);
+- `in_context`  the probe's own document in the prompt (the ceiling a closed-book method aims for);
+- `ft_context`  FT(C): next-token fine-tuning on the documents;
+- `ft_qa`       FT(S): next-token fine-tuning on the QA set of the documents (the same set SELF-PARAM
+                distils from: `StreamStep.train_qa`);
+- `rag_bm25`    retrieve the top documents seen so far with BM25 (the `bm25s` package) and put them in
+                the prompt.
+
+Fine-tuning is full by default and through LoRA with `model.lora.enabled=true`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import bm25s
+
+from lit_knowledge.config import MethodParams, doc
+from lit_knowledge.data.prompts import qa_prompt
+from lit_knowledge.errors import UserError
+from lit_knowledge.methods import METHODS
+from lit_knowledge.methods.base import KnowledgeMethod, encode_all
+from lit_knowledge.models.lora import add_lora, merge_lora
+
+
+@METHODS.register("base")
+class Base(KnowledgeMethod):
+    """No update: what the model answers closed-book before and throughout the stream."""
+
+    def training_step(self, batch, batch_idx):
+        return None
+
+
+@METHODS.register("in_context")
+class InContext(Base):
+    """The document in the prompt: the upper bound for putting the document into the weights."""
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        super().__init__(cfg, model, tokenizer)
+        self.documents = {d.id: d.text for s in self.stream.steps for d in s.documents}
+
+    def answer(self, probes) -> list[str]:
+        return self.generate([qa_prompt(p.question, self.documents.get(p.doc_id)) for p in probes])
+
+
+@dataclass
+class FineTuneParams(MethodParams):
+    lr: float = doc(1e-3, "Learning rate (AdamW).")
+    weight_decay: float = doc(0.0, "AdamW weight decay.")
+    epochs_per_step: int = doc(10, "Passes over a stream step's training examples.")
+    merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
+                                           "and start a fresh one (sequential injection).")
+
+
+class FineTune(KnowledgeMethod):
+    """Next-token fine-tuning on what the subclass's `pairs(step)` returns: (prompt, target) pairs; full or LoRA."""
+
+    Params = FineTuneParams
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        super().__init__(cfg, model, tokenizer)
+        self.epochs_per_step = self.params.epochs_per_step
+        if cfg.model.lora.enabled:
+            self.model = add_lora(self.model, cfg.model.lora)
+
+    def training_examples(self, step):
+        return encode_all(self.tokenizer, self.pairs(step), self.cfg.data.max_length)
+
+    def training_step(self, batch, batch_idx):
+        return self.lm_training_step(batch)
+
+    def finish_step(self, k: int) -> None:
+        if self.cfg.model.lora.enabled and self.params.merge_lora_each_step and k + 1 < len(self.stream.steps):
+            # Fold this step's adapter into the weights and continue with a fresh one; the optimiser
+            # is rebuilt so it tracks the new adapter's parameters.
+            self.model = add_lora(merge_lora(self.model), self.cfg.model.lora)
+            self.trainer.strategy.setup_optimizers(self.trainer)
+
+
+@METHODS.register("ft_context")
+class FTContext(FineTune):
+    """FT(C): language-model training on the documents themselves."""
+
+    def pairs(self, step):
+        return [(d.text, "") for d in step.documents]
+
+
+@METHODS.register("ft_qa")
+class FTQA(FineTune):
+    """FT(S): next-token training on question -> answer pairs about the documents."""
+
+    def pairs(self, step):
+        if step.documents and not step.train_qa:
+            raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
+                            "ft_qa needs one (use data.source=world)")
+        return [(qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
+
+
+@dataclass
+class RAGParams(MethodParams):
+    top_k: int = doc(2, "Documents retrieved into the prompt.")
+
+
+@METHODS.register("rag_bm25")
+class RAGBM25(Base):
+    """Retrieval-augmented answering: the stream's documents so far form a BM25 index (method state)."""
+
+    Params = RAGParams
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        super().__init__(cfg, model, tokenizer)
+        self.indexed: list[str] = []  # ids of the documents indexed so far, in stream order
+        self.texts = {d.id: d.text for s in self.stream.steps for d in s.documents}
+        self._retriever = None
+
+    def finish_step(self, k: int) -> None:
+        self.indexed += [d.id for d in self.stream.steps[k].documents]
+        self._retriever = None
+
+    def retriever(self):
+        if self._retriever is None and self.indexed:
+            self._retriever = bm25s.BM25()
+            self._retriever.index(bm25s.tokenize([self.texts[i] for i in self.indexed], show_progress=False),
+                                  show_progress=False)
+        return self._retriever
+
+    def answer(self, probes) -> list[str]:
+        retriever = self.retriever()
+        if retriever is None:
+            return super().answer(probes)
+        k = min(self.params.top_k, len(self.indexed))
+        hits, _ = retriever.retrieve(bm25s.tokenize([p.question for p in probes], show_progress=False), k=k,
+                                     show_progress=False)
+        contexts = [" ".join(self.texts[self.indexed[j]] for j in row) for row in hits]
+        return self.generate([qa_prompt(p.question, c) for p, c in zip(probes, contexts)])
+
+    def method_state(self) -> dict:
+        return {"indexed": list(self.indexed)}
+
+    def load_method_state(self, state: dict) -> None:
+        self.indexed = list(state.get("indexed", []))
+        self._retriever = None
+
+    def extra_storage_bytes(self) -> int:
+        return sum(len(self.texts[i].encode()) for i in self.indexed)

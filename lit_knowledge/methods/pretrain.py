@@ -1,0 +1,166 @@
+"""`pretrain`: the synthetic world's reader, the embedded default model (DESIGN.md §3).
+
+A tiny Llama and a word-level tokenizer trained on the world's text learn two things at once:
+- background knowledge, closed-book: questions about the background people and organisations;
+- reading: a context of one to three documents about *freshly drawn* people, a question, its answer.
+Fresh people every time means the reader cannot memorise its way to the answer: it must copy
+from the context. Afterwards it must be a competent reader (context-in-prompt F1 on the stream's
+probes) that does not know the stream (closed-book F1 on the same probes stays low) and knows the
+background (closed-book F1 on background probes: what locality measures).
+
+The reader is cached under `<run.cache_dir>/readers/<hash>` keyed by everything that shapes it
+(world, model shape, pretraining settings, seed) and reused by every run with `model.name: reader`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import lightning as L
+import torch
+
+from lit_knowledge.config import MethodParams, config_hash, to_dict
+from lit_knowledge.data.datamodules import PretrainDataModule
+from lit_knowledge.data.prompts import encode_example, qa_prompt
+from lit_knowledge.data.world import World
+from lit_knowledge.errors import UserError
+from lit_knowledge.evaluation.metrics import qa_scores
+from lit_knowledge.methods import METHODS
+from lit_knowledge.models.build import build_tiny_llama, save_model
+from lit_knowledge.models.generate import generate_answers, lm_loss
+from lit_knowledge.models.tokenizer import train_word_tokenizer
+
+READER_REPORT = "reader.json"
+# The bars a reader must clear (issue: competent reader that does not know the stream).
+BARS = {"in_context_f1": (">=", 0.8), "closed_book_stream_f1": ("<=", 0.2), "background_f1": (">=", 0.8)}
+
+
+def cache_root(cfg) -> Path:
+    return Path(os.environ.get("LIT_KNOWLEDGE_CACHE") or cfg.run.cache_dir).expanduser()
+
+
+def reader_key(cfg) -> str:
+    return config_hash({"world": to_dict(cfg.data.world), "tiny": to_dict(cfg.model.tiny),
+                        "pretrain": to_dict(cfg.pretrain), "seed": cfg.run.seed})
+
+
+def reader_dir(cfg) -> Path:
+    return cache_root(cfg) / "readers" / reader_key(cfg)
+
+
+@METHODS.register("pretrain")
+class PretrainReader(L.LightningModule):
+    Params = MethodParams
+    kind = "pretrain"
+
+    def __init__(self, cfg):
+        super().__init__()
+        if cfg.data.source != "world":
+            raise UserError("method pretrain trains the synthetic world's reader: set data.source=world")
+        self.cfg = cfg
+        self.world = World(cfg.data.world)
+        self.tokenizer = train_word_tokenizer(self.world.texts(), cfg.model.tiny.vocab_size)
+        self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
+        self.background = self.world.background_corpus()
+        self.report: dict = {}
+
+    def sample(self, rng) -> dict:
+        """One example of the mix: reading comprehension or a background fact / document."""
+        max_length = self.cfg.data.max_length
+        if rng.random() < self.cfg.pretrain.reading_share:
+            context, question, answer = self.world.reading_example(rng)
+            return encode_example(self.tokenizer, qa_prompt(question, context), answer, max_length)
+        prompt, answer = rng.choice(self.background)
+        return encode_example(self.tokenizer, qa_prompt(prompt) if answer else prompt, answer, max_length)
+
+    def datamodule(self):
+        return PretrainDataModule(self.sample, self.cfg.pretrain.batch_size, self.tokenizer.pad_token_id,
+                                  self.cfg.run.seed)
+
+    def training_step(self, batch, batch_idx):
+        loss = self.model(**batch).loss
+        self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
+        return loss
+
+    def configure_optimizers(self):
+        p = self.cfg.pretrain
+        opt = torch.optim.AdamW(self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.98))
+
+        def schedule(step):
+            if step < p.warmup_steps:
+                return (step + 1) / p.warmup_steps
+            progress = min(1.0, (step - p.warmup_steps) / max(1, p.max_steps - p.warmup_steps))
+            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    # ------------------------------------------------------------------------------------ the bars
+
+    def evaluate_reader(self) -> dict:
+        stream = self.world.stream()
+        docs = {d.id: d.text for s in stream.steps for d in s.documents}
+        probes = [p for s in stream.steps for p in s.probes]
+        limit = self.cfg.eval.max_probes
+        background = stream.background_probes[: limit * 4 if limit else None]
+        ask = lambda prompts: generate_answers(self.model, self.tokenizer, prompts,  # noqa: E731
+                                               self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size,
+                                               progress=self.cfg.trainer.enable_progress_bar, desc="reader eval")
+        answers = [p.answers for p in probes]
+        in_context = qa_scores(ask([qa_prompt(p.question, docs[p.doc_id]) for p in probes]), answers)
+        closed = qa_scores(ask([qa_prompt(p.question) for p in probes]), answers)
+        bg = qa_scores(ask([qa_prompt(p.question) for p in background]), [p.answers for p in background])
+        by_kind: dict[str, list[float]] = {}
+        for p, (_, f1) in zip(probes, in_context["per_item"]):
+            by_kind.setdefault(p.kind, []).append(f1)
+        report = {
+            "in_context_f1": in_context["f1"], "in_context_em": in_context["em"],
+            "closed_book_stream_f1": closed["f1"], "background_f1": bg["f1"],
+            "lm_loss": lm_loss(self.model, self.tokenizer, stream.heldout_texts, self.cfg.data.max_length),
+        }
+        report.update({f"in_context_f1_{k}": sum(v) / len(v) for k, v in sorted(by_kind.items())})
+        report["bars_met"] = all(
+            (report[k] >= bar) if op == ">=" else (report[k] <= bar) for k, (op, bar) in BARS.items()
+        )
+        return report
+
+    def on_train_end(self):
+        self.report = self.evaluate_reader()
+        if self.trainer.is_global_zero:
+            save_reader(self.cfg, self.model, self.tokenizer, self.report)
+
+    def results(self) -> dict:
+        return {"kind": "pretrain", "metrics": dict(self.report), "curves": {}}
+
+
+def save_reader(cfg, model, tokenizer, report: dict) -> Path:
+    """Write the reader into the cache atomically: a half-written reader is never picked up."""
+    final = reader_dir(cfg)
+    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_model(model, tokenizer, tmp)
+    (tmp / READER_REPORT).write_text(json.dumps({"report": report, "key": reader_key(cfg)}, indent=2))
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    return final
+
+
+def ensure_reader(cfg) -> Path:
+    """The cached reader for this config, pretrained first when it is not there yet."""
+    path = reader_dir(cfg)
+    if (path / READER_REPORT).exists():
+        return path
+    print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
+          f"it is cached in {path}", file=sys.stderr)
+    module = PretrainReader(cfg)
+    trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
+                        logger=False, enable_checkpointing=False, enable_model_summary=False,
+                        enable_progress_bar=cfg.trainer.enable_progress_bar,
+                        gradient_clip_val=cfg.trainer.gradient_clip_val)
+    trainer.fit(module, datamodule=module.datamodule())
+    return path

@@ -1,0 +1,176 @@
+"""Compare the runs of one experiment: `python -m lit_knowledge.report runs/<experiment> [--out DIR]`.
+
+Gathers every results.json below the experiment directory (one per run directory, see
+lit_knowledge.evaluation.results for its layout), prints one markdown comparison table and
+writes into the experiment directory (or --out):
+    comparison.md    the table
+    comparison.csv   one row per run: run, method, kind, path, then every metric
+    comparison.png   bars of the main metrics per run and, when runs have per-step curves,
+                     retention_f1 (QA streams) or reliability (edit streams) against the step
+A missing directory or no results prints `error: ...` on stderr and exits with code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+from lit_knowledge.errors import UserError
+from lit_knowledge.evaluation.results import (
+    PLOTTED_CURVES,
+    RESULTS_JSON,
+    STEP_KEY,
+    curve_steps,
+    results_table,
+    scalar_metrics,
+)
+
+# Metrics shown first in the table and drawn as bars (all are scores in [0, 1]).
+MAIN_METRICS = (
+    "efficacy_em",
+    "efficacy_f1",
+    "retention_f1",
+    "locality_f1",
+    "reliability",
+    "generalization",
+    "locality",
+    "portability",
+)
+# The curve drawn per run, the first one a run has.
+LINE_CURVES = ("retention_f1", "reliability") + PLOTTED_CURVES
+
+
+def collect_results(exp_dir: Path) -> list[dict]:
+    """Every results.json below `exp_dir`, sorted by path; each dict gains "path" (relative run directory).
+
+    Runs without a name are named by their directory; duplicated names are replaced by the
+    relative path so that every row is told apart. Unreadable files are skipped with a warning.
+    """
+    exp_dir = Path(exp_dir)
+    if not exp_dir.is_dir():
+        raise UserError(f"experiment directory {exp_dir} does not exist; pass runs/<experiment>")
+    rows = []
+    for path in sorted(exp_dir.rglob(RESULTS_JSON)):
+        try:
+            results = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as e:
+            print(f"warning: skipping {path}: {e}", file=sys.stderr)
+            continue
+        if not isinstance(results, dict):
+            print(f"warning: skipping {path}: not a results dict", file=sys.stderr)
+            continue
+        rel = path.parent.relative_to(exp_dir).as_posix()
+        results["path"] = rel if rel != "." else exp_dir.name
+        results["run"] = results.get("run") or results["path"]
+        rows.append(results)
+    if not rows:
+        raise UserError(f"no {RESULTS_JSON} found under {exp_dir}; run an experiment first")
+    names = [r["run"] for r in rows]
+    for r in rows:
+        if names.count(r["run"]) > 1:
+            r["run"] = r["path"]
+    return rows
+
+
+def metric_columns(rows: list[dict]) -> list[str]:
+    """Scalar metric names of all runs: the main ones first (in MAIN_METRICS order), then the rest as seen."""
+    seen: list[str] = []
+    for r in rows:
+        for name, value in (r.get("metrics") or {}).items():
+            if name not in seen and (value is None or isinstance(value, (int, float))):
+                seen.append(name)
+    return [m for m in MAIN_METRICS if m in seen] + [m for m in seen if m not in MAIN_METRICS]
+
+
+def comparison_csv(rows: list[dict], columns: list[str]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["run", "method", "kind", "path", *columns])
+    for r in rows:
+        metrics = r.get("metrics") or {}
+        values = ["" if metrics.get(c) is None else metrics[c] for c in columns]
+        writer.writerow([r.get("run", ""), r.get("method", ""), r.get("kind", ""), r.get("path", ""), *values])
+    return buf.getvalue()
+
+
+def plot_comparison(rows: list[dict], path: Path, title: str = "") -> None:
+    """Bar chart of the main metrics per run, plus a line plot of one curve per run when curves exist."""
+    from matplotlib.figure import Figure  # renders with Agg, leaves pyplot alone
+    from matplotlib.ticker import MaxNLocator
+
+    present = [m for m in MAIN_METRICS if any(m in scalar_metrics(r) for r in rows)]
+    bar_metrics = present or metric_columns(rows)
+    lines = []
+    for r in rows:
+        curves = r.get("curves") or {}
+        name = next((c for c in LINE_CURVES if len(curves.get(c) or []) > 1), None)
+        if name:
+            lines.append((r["run"], name, curve_steps(curves), curves[name]))
+
+    fig = Figure(figsize=(6 + 5 * bool(lines), 4.5), dpi=100)
+    axes = fig.subplots(1, 2 if lines else 1, squeeze=False)[0]
+    ax = axes[0]
+    width = 0.8 / max(len(rows), 1)
+    for i, r in enumerate(rows):
+        metrics = scalar_metrics(r)
+        xs = [j + (i - (len(rows) - 1) / 2) * width for j in range(len(bar_metrics))]
+        ax.bar(xs, [metrics.get(m, math.nan) for m in bar_metrics], width=width, label=r["run"])
+    ax.set_xticks(range(len(bar_metrics)))
+    ax.set_xticklabels(bar_metrics, rotation=30, ha="right")
+    ax.set_title("final metrics")
+    ax.legend(fontsize="small")
+    if lines:
+        ax = axes[1]
+        for run, name, steps, values in lines:
+            ys = [math.nan if v is None else float(v) for v in values][: len(steps)]
+            ax.plot(steps[: len(ys)], ys, marker="o", markersize=3, label=f"{run} ({name})")
+        ax.set_xlabel(STEP_KEY)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel("score")
+        ax.set_title("per step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
+def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
+    """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
+    exp_dir = Path(exp_dir)
+    rows = collect_results(exp_dir)
+    out_dir = Path(out_dir) if out_dir is not None else exp_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    columns = metric_columns(rows)
+    table = results_table(rows, columns)
+    (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
+    (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
+    plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lit_knowledge.report", description=__doc__.splitlines()[0])
+    parser.add_argument("experiment_dir", type=Path, help="runs/<experiment>: holds one directory per run")
+    parser.add_argument("--out", type=Path, default=None, help="where to write comparison.* (default: experiment_dir)")
+    args = parser.parse_args(argv)
+    try:
+        table = build_report(args.experiment_dir, args.out)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return UserError.exit_code
+    print(table, end="")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""Run directories: where a run keeps its config, metadata, checkpoints and results.
+
+    <run.root>/<run.experiment>/<run.name>/
+        config.yaml       the resolved config
+        run_meta.json     git sha, config hash, W&B run id, start/end time, status, SLURM job ids
+        checkpoints/      Lightning checkpoints (last.ckpt, periodic ones)
+        results.json      metrics, per-step curves (written by the evaluation protocol)
+        results.md        the same as tables
+        logs/             CSV or W&B files
+
+The run name is `run.name` when set, else `<method>-<hash of the config>`: the same command always
+finds the same directory, which is what `--resume auto` relies on.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from lit_knowledge.config import config_hash, identity, to_yaml
+from lit_knowledge.errors import UserError
+
+
+def run_name(cfg: DictConfig) -> str:
+    return cfg.run.name or f"{cfg.method.name}-{config_hash(identity(cfg), 8)}"
+
+
+def git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _diff(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
+class RunDir:
+    def __init__(self, cfg: DictConfig):
+        self.cfg = cfg
+        self.name = run_name(cfg)
+        self.path = Path(cfg.run.root) / cfg.run.experiment / self.name
+        self.checkpoints = self.path / "checkpoints"
+        self.meta_path = self.path / "run_meta.json"
+        self.meta: dict = {}
+
+    # ------------------------------------------------------------------------------------------ lifecycle
+
+    def start(self, resume: str = "auto") -> str | None:
+        """Create or reopen the directory; return the checkpoint to resume from (or None).
+
+        A run directory made with a different config is never reused silently: the changed keys are named.
+        """
+        old_config = self.path / "config.yaml"
+        if old_config.exists() and resume != "never":
+            old = identity(OmegaConf.load(old_config))
+            changes = _diff(old, identity(self.cfg))
+            if changes:
+                raise UserError(
+                    f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
+                    "set run.name to start a new run, or pass --resume never to overwrite it"
+                )
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.checkpoints.mkdir(exist_ok=True)
+        if resume == "never":
+            for ckpt in self.checkpoints.glob("*.ckpt"):
+                ckpt.unlink()
+        self.meta = self._read_meta() if resume != "never" else {}
+        self.meta.setdefault("wandb_run_id", uuid.uuid4().hex[:12])
+        self.meta.setdefault("start_time", now())
+        self.meta.update(
+            {"run": self.name, "experiment": self.cfg.run.experiment, "method": self.cfg.method.name,
+             "git_sha": git_sha(), "config_hash": config_hash(identity(self.cfg)), "status": "running",
+             "end_time": None}
+        )
+        job = os.environ.get("SLURM_JOB_ID")
+        if job:
+            jobs = self.meta.setdefault("slurm_job_ids", [])
+            if job not in jobs:
+                jobs.append(job)
+        write_atomic(self.path / "config.yaml", to_yaml(self.cfg))
+        self.save_meta()
+        return self.resume_checkpoint(resume)
+
+    def finish(self, status: str = "completed") -> None:
+        self.meta.update({"status": status, "end_time": now()})
+        self.save_meta()
+
+    def save_meta(self) -> None:
+        write_atomic(self.meta_path, json.dumps(self.meta, indent=2))
+
+    def _read_meta(self) -> dict:
+        if not self.meta_path.exists():
+            return {}
+        try:
+            return json.loads(self.meta_path.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{self.meta_path} is not valid JSON; fix or delete it (or pass --resume never)") from None
+
+    # ------------------------------------------------------------------------------------------ checkpoints
+
+    def resume_checkpoint(self, resume: str) -> str | None:
+        if resume == "never":
+            return None
+        if resume != "auto":
+            if not Path(resume).is_file():
+                raise UserError(f"checkpoint {resume} not found; pass an existing .ckpt file or --resume auto")
+            return resume
+        candidates = sorted(self.checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        return str(candidates[0]) if candidates else None

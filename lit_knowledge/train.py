@@ -1,0 +1,170 @@
+"""The one entry point: `python -m lit_knowledge.train --config configs/X.yaml [--config more.yaml] [key=value ...]`.
+
+Reads the config, builds the method (its model, tokenizer and data), runs it under a Lightning
+Trainer inside its run directory, and writes the results. See README.md and docs/config.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+from lit_knowledge.config import describe, load_config, to_dict, to_yaml
+from lit_knowledge.errors import UserError
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(
+        prog="python -m lit_knowledge.train",
+        description="Run a knowledge-injection experiment. Configs merge left to right, then key=value overrides.",
+        epilog="Every config key, its type and default: --help-config.",
+    )
+    parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=10")
+    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    parser.add_argument("--dry-run", action="store_true", help="build data, model and method, then exit")
+    parser.add_argument("--resume", default="auto",
+                        help="auto (newest checkpoint of this run directory), never, or a checkpoint path")
+    parser.add_argument("--help-config", action="store_true", help="list every config key with its help")
+    parser.add_argument("--list-methods", action="store_true", help="list the registered methods")
+    return parser.parse_args(argv)
+
+
+def build_logger(cfg, run):
+    """The configured Lightning logger (or False); W&B reuses the run id kept in run_meta.json."""
+    backend = cfg.logger.backend
+    if backend == "none":
+        return False
+    if backend == "csv":
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(save_dir=str(run.path), name="logs", version="")
+    os.environ.setdefault("WANDB_SILENT", "true")
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(
+        project=cfg.logger.project, entity=cfg.logger.entity, group=cfg.logger.group or cfg.run.experiment,
+        tags=list(cfg.logger.tags), name=cfg.logger.name or run.name, id=run.meta["wandb_run_id"],
+        resume="allow", mode=cfg.logger.mode, save_dir=str(run.path), config=to_dict(cfg),
+    )
+
+
+def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max_epochs: int | None = 1):
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    callbacks = []
+    if run is not None:
+        every = cfg.trainer.checkpoint_every_n_steps or None
+        callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
+                                         save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False))
+    return L.Trainer(
+        accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
+        max_steps=cfg.trainer.max_steps if cfg.trainer.max_steps >= 0 else (max_steps if max_steps is not None else -1),
+        max_epochs=max_epochs, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
+        gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
+        enable_progress_bar=cfg.trainer.enable_progress_bar, enable_checkpointing=run is not None,
+        enable_model_summary=False, logger=logger, callbacks=callbacks, num_sanity_val_steps=0,
+        default_root_dir=str(run.path) if run else None,
+    )
+
+
+def build(cfg, dry_run: bool = False):
+    """(method module, datamodule) for the config.
+
+    A dry run never pretrains: when the world's reader is not cached yet, an untrained tiny model of the
+    same shape stands in for it.
+    """
+    from lit_knowledge.methods import METHODS
+
+    method_cls = METHODS.get(cfg.method.name)
+    if dry_run and cfg.model.name == "reader" and method_cls.kind != "pretrain":
+        from lit_knowledge.methods.pretrain import READER_REPORT, reader_dir
+
+        if not (reader_dir(cfg) / READER_REPORT).exists():
+            from lit_knowledge.models.build import build_tiny_llama
+            from lit_knowledge.models.tokenizer import train_word_tokenizer
+            from lit_knowledge.data.world import World
+
+            tokenizer = train_word_tokenizer(World(cfg.data.world).texts(), cfg.model.tiny.vocab_size)
+            module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)
+            return module, module.datamodule()
+    module = method_cls(cfg)
+    return module, module.datamodule()
+
+
+def run_experiment(cfg, resume: str = "auto") -> dict:
+    """Build, train and evaluate one run in its run directory; return its results dict."""
+    import lightning as L
+
+    from lit_knowledge.evaluation.results import log_results_to_logger, write_results
+    from lit_knowledge.run import RunDir
+
+    L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    run = RunDir(cfg)
+    ckpt = run.start(resume)
+    started = time.perf_counter()
+    try:
+        module, datamodule = build(cfg)
+        logger = build_logger(cfg, run)
+        max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
+        trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else 1)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        results = module.results()
+        results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,
+                        "config": to_dict(cfg)})
+        results["metrics"].setdefault("wall_time_s", time.perf_counter() - started)
+        if trainer.is_global_zero:
+            write_results(run.path, results)
+            log_results_to_logger(logger or None, results, run.path)
+    except BaseException:
+        run.finish("failed")
+        raise
+    run.finish("completed")
+    if logger and cfg.logger.backend == "wandb":
+        import wandb
+
+        wandb.finish()
+    results["run_dir"] = str(run.path)
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        if args.help_config or args.list_methods:
+            from lit_knowledge.methods import METHODS
+
+            print("\n".join(METHODS.names()) if args.list_methods else describe(), end="\n" if args.list_methods else "")
+            return 0
+        if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
+            raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")
+        cfg = load_config(args.config, args.overrides)
+        if args.print_config:
+            print(to_yaml(cfg), end="")
+            return 0
+        if args.dry_run:
+            import lightning as L
+
+            L.seed_everything(cfg.run.seed, verbose=False)
+            module, datamodule = build(cfg, dry_run=True)
+            counts = module.stream.counts() if hasattr(module, "stream") else {}
+            print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
+            return 0
+        results = run_experiment(cfg, args.resume)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    from lit_knowledge.evaluation.results import results_table
+
+    print(results_table([results]))
+    print(f"run directory: {results['run_dir']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

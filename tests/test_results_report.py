@@ -1,0 +1,235 @@
+"""Run results files and the experiment comparison report."""
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_knowledge import report
+from lit_knowledge.evaluation.results import (
+    log_results_to_logger,
+    read_results,
+    results_table,
+    write_results,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def qa_results(run="selfparam-a", method="selfparam", steps=3):
+    return {
+        "method": method,
+        "experiment": "exp",
+        "run": run,
+        "kind": "qa",
+        "metrics": {
+            "efficacy_em": 0.5,
+            "efficacy_f1": torch.tensor(0.6666),
+            "retention_f1": 0.25,
+            "locality_f1": None,
+            "lm_loss": float("nan"),
+            "extra_storage_bytes": 1024,
+        },
+        "curves": {
+            "efficacy_f1": [0.7, 0.6, 0.65][:steps],
+            "retention_f1": [None, 0.3, 0.2][:steps],
+            "lm_loss": [2.0, 2.1, 2.2][:steps],
+        },
+        "retention_matrix": [[0.7], [0.3, 0.6], [0.2, 0.2, 0.65]][:steps],
+        "config": {"seed": 0},
+    }
+
+
+def test_results_table_format():
+    rows = [
+        {"run": "a", "method": "m", "metrics": {"f1": 2 / 3, "n": 7, "loss": None}},
+        {"run": "b", "method": "m", "f1": 0.5},  # flat rows work too
+    ]
+    table = results_table(rows)
+    lines = table.strip().splitlines()
+    assert lines[0] == "| run | method | f1 | n | loss |"
+    assert lines[2] == "| a | m | 0.667 | 7 | – |"
+    assert lines[3] == "| b | m | 0.500 | – | – |"
+    assert results_table(rows, ["f1"]).strip().splitlines()[3] == "| b | m | 0.500 |"
+
+
+def test_write_results_files(tmp_path):
+    run_dir = tmp_path / "runs" / "exp" / "selfparam-a"
+    write_results(run_dir, qa_results())
+    data = read_results(run_dir)
+    assert data["metrics"]["efficacy_f1"] == pytest.approx(0.6666)  # tensor -> number
+    assert data["metrics"]["lm_loss"] is None  # NaN -> null
+    assert data["curves"]["retention_f1"] == [None, 0.3, 0.2]
+    assert (run_dir / "results.json").read_text().startswith('{\n  "method": "selfparam"')
+    md = (run_dir / "results.md").read_text()
+    assert md.startswith("# exp / selfparam-a")
+    assert "| selfparam-a | selfparam | 0.500 | 0.667 | 0.250 | – | – | 1024 |" in md
+    assert "| step | efficacy_f1 | retention_f1 | lm_loss |" in md
+    assert "| 1 | 0.700 | – | 2.000 |" in md
+    assert "| 3 | 0.200 | 0.200 | 0.650 |" in md  # retention matrix row
+    png = run_dir / "retention_curve.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list(run_dir.glob("*.tmp"))
+
+
+def test_png_only_with_more_than_one_step(tmp_path):
+    write_results(tmp_path, qa_results(steps=1))
+    assert (tmp_path / "results.json").exists() and (tmp_path / "results.md").exists()
+    assert not (tmp_path / "retention_curve.png").exists()
+    no_curves = {"method": "oedit", "run": "r", "kind": "edit", "metrics": {"reliability": 1.0}}
+    write_results(tmp_path / "b", no_curves)
+    assert not (tmp_path / "b" / "retention_curve.png").exists()
+    assert "## Per-step curves" not in (tmp_path / "b" / "results.md").read_text()
+
+
+def test_edit_curves_with_step_axis(tmp_path):
+    results = {
+        "method": "oedit",
+        "run": "r",
+        "kind": "edit",
+        "metrics": {"reliability": 0.9, "locality": 0.8},
+        "curves": {"step": [10, 100], "reliability": [1.0, 0.9], "locality": [0.95, 0.8]},
+    }
+    write_results(tmp_path, results)
+    assert (tmp_path / "retention_curve.png").exists()
+    assert "| 100 | 0.900 | 0.800 |" in (tmp_path / "results.md").read_text()
+
+
+class RecordingLogger:
+    def __init__(self):
+        self.logged = []
+        self.saved = False
+
+    def log_metrics(self, metrics, step=None):
+        self.logged.append(metrics)
+
+    def save(self):
+        self.saved = True
+
+
+def test_log_results_to_plain_logger():
+    log_results_to_logger(None, qa_results())  # no logger: nothing happens
+    logger = RecordingLogger()
+    log_results_to_logger([logger], qa_results())
+    (metrics,) = logger.logged
+    assert metrics["efficacy_em"] == 0.5 and metrics["extra_storage_bytes"] == 1024.0
+    assert "locality_f1" not in metrics and "lm_loss" not in metrics  # None / NaN are not logged
+    assert logger.saved
+
+
+def test_log_results_to_csv_logger(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    logger = CSVLogger(tmp_path, name="exp")
+    log_results_to_logger(logger, qa_results())
+    rows = read_csv(Path(logger.log_dir) / "metrics.csv")
+    assert float(rows[-1]["retention_f1"]) == 0.25
+
+
+def test_log_results_to_wandb_logger(tmp_path):
+    pytest.importorskip("wandb")
+    from lightning.pytorch.loggers import WandbLogger
+
+    class FakeRun:
+        def __init__(self):
+            self.summary = {}
+            self.logged = []
+
+        def log(self, payload):
+            self.logged.append(payload)
+
+    class OfflineWandbLogger(WandbLogger):
+        fake = FakeRun()
+
+        @property
+        def experiment(self):
+            return self.fake
+
+    write_results(tmp_path, qa_results())
+    logger = OfflineWandbLogger(offline=True, save_dir=str(tmp_path))
+    log_results_to_logger(logger, qa_results(), run_dir=tmp_path)
+    run = OfflineWandbLogger.fake
+    assert run.summary["retention_f1"] == 0.25
+    (payload,) = run.logged
+    assert set(payload) == {"results/curves", "results/retention_curve"}
+    assert payload["results/curves"].columns == ["step", "efficacy_f1", "retention_f1", "lm_loss"]
+
+
+def make_experiment(root: Path) -> Path:
+    exp = root / "runs" / "exp"
+    write_results(exp / "selfparam-a", qa_results("selfparam-a", "selfparam"))
+    other = qa_results("ftc-a", "ft_c")
+    other["metrics"]["efficacy_f1"] = 0.3
+    other["metrics"]["wall_time_s"] = 12.5
+    write_results(exp / "ftc-a", other)
+    return exp
+
+
+def test_report_main(tmp_path, capsys):
+    exp = make_experiment(tmp_path)
+    assert report.main([str(exp)]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("| run | method | efficacy_em | efficacy_f1 | retention_f1 | locality_f1 |")
+    assert "| ftc-a | ft_c | 0.500 | 0.300 |" in out
+    rows = read_csv(exp / "comparison.csv")
+    assert [r["run"] for r in rows] == ["ftc-a", "selfparam-a"]
+    assert rows[0]["wall_time_s"] == "12.5" and rows[1]["wall_time_s"] == ""
+    assert float(rows[1]["efficacy_f1"]) == pytest.approx(0.6666)
+    assert (exp / "comparison.md").read_text().startswith("# exp: 2 runs")
+    assert (exp / "comparison.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_cli_out_dir(tmp_path):
+    exp = make_experiment(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, "-m", "lit_knowledge.report", str(exp), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "selfparam-a" in proc.stdout
+    assert len(read_csv(out / "comparison.csv")) == 2
+    assert (out / "comparison.md").exists() and (out / "comparison.png").exists()
+    assert not (exp / "comparison.csv").exists()
+
+
+def test_report_missing_dir_exits_2(tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "-m", "lit_knowledge.report", str(tmp_path / "nope")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: ") and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_report_no_results_exits_2(tmp_path, capsys):
+    (tmp_path / "exp" / "run-a").mkdir(parents=True)
+    (tmp_path / "exp" / "broken").mkdir()
+    (tmp_path / "exp" / "broken" / "results.json").write_text("{not json")
+    assert report.main([str(tmp_path / "exp")]) == 2
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("error: no results.json")
+
+
+def test_report_duplicate_run_names_use_paths(tmp_path):
+    exp = tmp_path / "exp"
+    write_results(exp / "seed0", qa_results("same"))
+    write_results(exp / "seed1", qa_results("same"))
+    rows = report.collect_results(exp)
+    assert [r["run"] for r in rows] == ["seed0", "seed1"]
+    assert json.loads((exp / "seed0" / "results.json").read_text())["run"] == "same"

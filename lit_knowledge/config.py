@@ -120,7 +120,9 @@ class PretrainConfig:
     lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).")
     warmup_steps: int = doc(100, "Linear warm-up steps.")
     weight_decay: float = doc(0.01, "AdamW weight decay.")
-    reading_share: float = doc(0.6, "Share of the mix that is reading comprehension (the rest: background facts).")
+    reading_share: float = doc(0.6, "Share of sequences that are reading comprehension over fresh people.")
+    document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background questions).")
+    questions_per_example: int = doc(4, "Question-answer turns packed into one sequence.")
 
 
 @dataclass
@@ -331,11 +333,23 @@ def config_hash(obj: Any, length: int = 10) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 
 
-def describe(params_cls: type = MethodParams) -> str:
-    """Every key with its type, default and help text (the body of --help-config and docs/config.md)."""
+def describe(methods: dict[str, type] | None = None) -> str:
+    """Every key with its type, default and help text (the body of --help-config and docs/config.md).
+
+    The shared sections come first, then the `method.*` keys of each method in `methods` (name -> Params).
+    """
+    text = _describe_keys(valid_keys(MethodParams), OmegaConf.to_container(_schema_node(MethodParams)))
+    for name, params_cls in sorted((methods or {}).items()):
+        keys = {k: f for k, f in _flat_keys(params_cls, "method.").items() if k != "method.name"}
+        if keys:
+            defaults = OmegaConf.to_container(_schema_node(params_cls))
+            text += f"\nmethod.name={name}:\n" + _describe_keys(keys, defaults)
+    return text
+
+
+def _describe_keys(keys: dict, defaults: dict) -> str:
     lines = []
-    defaults = OmegaConf.to_container(_schema_node(params_cls), resolve=True)
-    for key, f in valid_keys(params_cls).items():
+    for key, f in keys.items():
         if f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory()):
             lines.append(f"\n{key}: {f.metadata.get('help', '')}")
             continue
@@ -346,4 +360,4 @@ def describe(params_cls: type = MethodParams) -> str:
         choices = f.metadata.get("choices") if f.metadata else None
         extra = f" [{'|'.join(map(str, choices))}]" if choices else ""
         lines.append(f"  {key} ({typ}) = {json.dumps(value)}{extra}: {f.metadata.get('help', '')}")
-    return "\n".join(lines).strip() + "\n"
+    return "\n".join(lines).strip("\n") + "\n"

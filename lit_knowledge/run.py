@@ -132,5 +132,8 @@ class RunDir:
             if not Path(resume).is_file():
                 raise UserError(f"checkpoint {resume} not found; pass an existing .ckpt file or --resume auto")
             return resume
-        candidates = sorted(self.checkpoints.glob("*.ckpt"), key=lambda p: p.stat().st_mtime, reverse=True)
+        # Periodic and last checkpoints live in checkpoints/; Lightning's SLURM requeue writes hpc_ckpt_N.ckpt
+        # into the run directory itself. The newest by modification time wins.
+        candidates = list(self.checkpoints.glob("*.ckpt")) + list(self.path.glob("hpc_ckpt_*.ckpt"))
+        candidates.sort(key=lambda p: p.stat().st_mtime, reverse=True)
         return str(candidates[0]) if candidates else None

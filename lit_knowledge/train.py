@@ -16,6 +16,13 @@ from lit_knowledge.config import describe, load_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError
 
 
+# The columns printed at the end of a run (results.md has them all).
+MAIN_COLUMNS = {
+    "qa": ["efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"],
+    "edit": ["reliability", "generalization", "locality", "portability", "lm_loss", "update_time_per_step_s"],
+}
+
+
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m lit_knowledge.train",
@@ -104,6 +111,9 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
     from lit_knowledge.run import RunDir
 
+    from lit_knowledge.slurm import check_allocation
+
+    check_allocation(cfg.trainer)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     run = RunDir(cfg)
     ckpt = run.start(resume)
@@ -139,7 +149,10 @@ def main(argv=None) -> int:
         if args.help_config or args.list_methods:
             from lit_knowledge.methods import METHODS
 
-            print("\n".join(METHODS.names()) if args.list_methods else describe(), end="\n" if args.list_methods else "")
+            if args.list_methods:
+                print("\n".join(METHODS.names()))
+            else:
+                print(describe({name: METHODS.get(name).Params for name in METHODS.names()}), end="")
             return 0
         if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
             raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")
@@ -161,7 +174,8 @@ def main(argv=None) -> int:
         return e.exit_code
     from lit_knowledge.evaluation.results import results_table
 
-    print(results_table([results]))
+    main = MAIN_COLUMNS.get(results.get("kind"))
+    print(results_table([results], [c for c in main if c in results["metrics"]] if main else None))
     print(f"run directory: {results['run_dir']}")
     return 0
 

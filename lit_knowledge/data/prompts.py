@@ -1,7 +1,7 @@
 """Prompt formats, written once: every method and the evaluation protocol build prompts here.
 
-closed-book:  "q : <question> a :"                 -> " <answer></s>"
-in-context:   "<context> q : <question> a :"       -> " <answer></s>"
+closed-book:  "Question: <question>\nAnswer:"              -> " <answer></s>"
+in-context:   "<context>\n\nQuestion: <question>\nAnswer:"  -> " <answer></s>"
 The answer is followed by the tokenizer's end-of-sequence token; generation stops there.
 """
 
@@ -13,8 +13,8 @@ IGNORE = -100
 
 
 def qa_prompt(question: str, context: str | None = None) -> str:
-    prompt = f"q : {question} a :"
-    return f"{context} {prompt}" if context else prompt
+    prompt = f"Question: {question}\nAnswer:"
+    return f"{context}\n\n{prompt}" if context else prompt
 
 
 def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict:
@@ -33,6 +33,27 @@ def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict
         ids = (prompt_ids + [tokenizer.eos_token_id])[:max_length]
         labels = list(ids)
     return {"input_ids": ids[-max_length:], "labels": labels[-max_length:]}
+
+
+def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, str]], max_length: int) -> dict:
+    """Several question/answer turns after one (optional) context, every answer scored.
+
+    The first turn has exactly the evaluation prompt's form (`qa_prompt`); later turns follow the
+    previous answer's end-of-sequence token. Packing several answers into one sequence gives the
+    reader's pretraining several supervised answers for the price of reading the context once.
+    """
+    ids, labels = [], []
+    for i, (question, answer) in enumerate(qa_pairs):
+        prompt = qa_prompt(question, context) if i == 0 else "\n" + qa_prompt(question)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        if len(ids) + len(prompt_ids) + len(answer_ids) > max_length:
+            break
+        ids += prompt_ids + answer_ids
+        labels += [IGNORE] * len(prompt_ids) + answer_ids
+    if not ids:  # even the first turn is too long: fall back to a left-cut single turn
+        return encode_example(tokenizer, qa_prompt(qa_pairs[0][0], context), qa_pairs[0][1], max_length)
+    return {"input_ids": ids, "labels": labels}
 
 
 def collate(examples: list[dict], pad_id: int) -> dict:

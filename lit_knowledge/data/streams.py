@@ -32,12 +32,15 @@ class KnowledgeStream:
     heldout_texts: list[str] = field(default_factory=list)
     # Probes answered by earlier steps that a later step supersedes (a fact that changed): ids.
     superseded: dict[int, set[str]] = field(default_factory=dict)
+    # Text unrelated to the stream that methods may train on to keep general ability (never the
+    # held-out texts or the background probes, which measure it).
+    unrelated_texts: list[str] = field(default_factory=list)
 
     def truncate(self, num_steps: int | None) -> "KnowledgeStream":
         if num_steps is None:
             return self
         return KnowledgeStream(self.steps[:num_steps], self.background_probes, self.heldout_texts,
-                               {k: v for k, v in self.superseded.items() if k < num_steps})
+                               {k: v for k, v in self.superseded.items() if k < num_steps}, self.unrelated_texts)
 
     def counts(self) -> dict:
         return {

@@ -212,7 +212,8 @@ class World:
                             probes.append(probe)
                             question_owner[name].append(probe.id)
             steps.append(StreamStep(t, docs, probes, train_qa))
-        return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded)
+        background_documents, _ = self.background_corpus()
+        return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded, background_documents)
 
     def background_probes(self) -> list[Probe]:
         """Closed-book questions about background people and organisations (held-out wordings): locality."""
@@ -259,25 +260,29 @@ class World:
 
     # ------------------------------------------------------------------------------------- pretraining
 
-    def background_corpus(self) -> list[tuple[str, str]]:
-        """(prompt, answer) pairs that teach the reader its background knowledge, closed-book; plus documents."""
+    def background_corpus(self) -> tuple[list[str], list[tuple[str, str]]]:
+        """(documents, question-answer pairs) that teach the reader its background knowledge."""
         rng = random.Random(self.cfg.seed + 31337)
-        pairs = []
+        documents, qa = [], []
         for person in self.background:
-            pairs.append((self.document(person, rng), ""))
-            pairs.extend((q, a) for _, q, a in self.questions(person, "all", self.background))
+            documents.append(self.document(person, rng))
+            qa.extend((q, a) for _, q, a in self.questions(person, "all", self.background))
         for org in self.orgs:
-            pairs.append((rng.choice(ORG_DOC_TEMPLATES).format(org=org, hq=self.hq[org]), ""))
-            pairs.extend((q.format(org=org), self.hq[org]) for q in ORG_QUESTIONS)
-        return pairs
+            documents.append(rng.choice(ORG_DOC_TEMPLATES).format(org=org, hq=self.hq[org]))
+            qa.extend((q.format(org=org), self.hq[org]) for q in ORG_QUESTIONS)
+        return documents, qa
 
-    def reading_example(self, rng: random.Random) -> tuple[str, str, str]:
-        """(context, question, answer) about a freshly drawn person, among 0-2 distractor documents."""
-        target = self.fresh_person(rng)
-        docs = [self.document(target, rng)] + [self.document(self.fresh_person(rng), rng) for _ in range(rng.randint(0, 2))]
-        rng.shuffle(docs)
-        _, q, a = rng.choice(self.questions(target, "all"))
-        return " ".join(docs), q, a
+    def reading_example(self, rng: random.Random, num_questions: int = 4) -> tuple[str, list[tuple[str, str]]]:
+        """(context, [(question, answer), ...]): one to three documents about freshly drawn people, and
+        questions about any of them, so that answering needs the right person's document."""
+        people = [self.fresh_person(rng) for _ in range(rng.choice((1, 1, 2, 3)))]
+        docs = [self.document(p, rng) for p in people]
+        qa = []
+        for _ in range(num_questions):
+            person = rng.choice(people)
+            _, q, a = rng.choice(self.questions(person, "all", people))
+            qa.append((q, a))
+        return " ".join(docs), qa
 
     def texts(self) -> list[str]:
         """Text that covers the world's whole vocabulary (to train the tokenizer on)."""
@@ -285,7 +290,7 @@ class World:
         words += [decade(y) for y in YEARS[::10]]
         templates = DOC_TEMPLATES + ORG_DOC_TEMPLATES + CHANGE_TEMPLATES + TRANSFORMED + INVERSE + COMPOSITIONAL
         templates += MULTI_HOP + ORG_QUESTIONS + tuple(q for qs in QUESTIONS.values() for q in qs)
-        return [" ".join(words), "q : a :"] + list(templates)
+        return [" ".join(words), "question : answer :"] + list(templates)
 
 
 def _org_dependent_questions(person: Person) -> set[str]:

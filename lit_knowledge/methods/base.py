@@ -10,7 +10,8 @@ Methods override a few hooks:
 - `training_examples(step) -> datasets.Dataset` — what to train on for a stream step (encoded);
 - `epochs_per_step` — how many passes over those examples per step;
 - `answer(probes) -> list[str]` — how the model answers (closed-book by default);
-- `finish_step(k)` — what happens at the end of a step;
+- `finish_step(k)` — what happens at the end of a step, before the probes;
+- `after_evaluation(k)` — what happens after the probes (e.g. reset the student);
 - `method_state()` / `load_method_state(d)` — non-weight state, saved in every checkpoint;
 - `extra_storage_bytes()` — what the method keeps beside the weights.
 """
@@ -79,6 +80,9 @@ class KnowledgeMethod(L.LightningModule):
     def finish_step(self, k: int) -> None:
         pass
 
+    def after_evaluation(self, k: int) -> None:
+        pass
+
     def method_state(self) -> dict:
         return {}
 
@@ -131,6 +135,7 @@ class KnowledgeMethod(L.LightningModule):
         self.history.append(row)
         scalars = {f"stream/{key}": v for key, v in row.items() if isinstance(v, float)}
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
+        self.after_evaluation(k)
 
     def results(self) -> dict:
         out = summarize(self.history, self.step_times, self.extra_storage_bytes(),

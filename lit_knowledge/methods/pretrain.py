@@ -26,7 +26,7 @@ import torch
 
 from lit_knowledge.config import MethodParams, config_hash, to_dict
 from lit_knowledge.data.datamodules import PretrainDataModule
-from lit_knowledge.data.prompts import encode_example, qa_prompt
+from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_prompt
 from lit_knowledge.data.world import World
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
@@ -66,17 +66,22 @@ class PretrainReader(L.LightningModule):
         self.world = World(cfg.data.world)
         self.tokenizer = train_word_tokenizer(self.world.texts(), cfg.model.tiny.vocab_size)
         self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
-        self.background = self.world.background_corpus()
+        self.background_docs, self.background_qa = self.world.background_corpus()
         self.report: dict = {}
 
     def sample(self, rng) -> dict:
-        """One example of the mix: reading comprehension or a background fact / document."""
-        max_length = self.cfg.data.max_length
-        if rng.random() < self.cfg.pretrain.reading_share:
-            context, question, answer = self.world.reading_example(rng)
-            return encode_example(self.tokenizer, qa_prompt(question, context), answer, max_length)
-        prompt, answer = rng.choice(self.background)
-        return encode_example(self.tokenizer, qa_prompt(prompt) if answer else prompt, answer, max_length)
+        """One sequence of the mix: reading comprehension, background questions, or a background document.
+
+        Question turns are packed several to a sequence (`encode_dialogue`): more supervised answers per step.
+        """
+        max_length, turns = self.cfg.data.max_length, self.cfg.pretrain.questions_per_example
+        draw = rng.random()
+        if draw < self.cfg.pretrain.reading_share:
+            context, qa = self.world.reading_example(rng, turns)
+            return encode_dialogue(self.tokenizer, context, qa, max_length)
+        if draw < 1 - self.cfg.pretrain.document_share:
+            return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, turns), max_length)
+        return encode_example(self.tokenizer, rng.choice(self.background_docs), "", max_length)
 
     def datamodule(self):
         return PretrainDataModule(self.sample, self.cfg.pretrain.batch_size, self.tokenizer.pad_token_id,

@@ -1,0 +1,169 @@
+"""SELF-PARAM (arXiv 2410.00487): put a document into the weights by distilling a teacher that sees it.
+
+- Teacher: the model as it was before this step, with the document in its prompt. Frozen.
+- Student: the same model without the document; trained (LoRA by default, full fine-tuning selectable).
+  With LoRA the teacher is the student with its adapter disabled, so no second copy of the model is
+  held. With `teacher: cached` the teacher's distributions are computed once at the start of each
+  stream step, which also serves full fine-tuning without a copy.
+- Target set S: question-answer pairs about the document (`StreamStep.train_qa`: several wordings per
+  fact, disjoint from the probes' wordings), plus unrelated sentences (`KnowledgeStream.unrelated_texts`)
+  so that the student keeps matching the teacher where the document says nothing.
+- Loss: token-level KL(teacher || student) over the full vocabulary on the target tokens,
+      KL( P_teacher(a_i | context, q, a_<i) || P_student(a_i | q, a_<i) ),
+  at temperature T (scaled by T^2). Never the argmax next token: that is the FT(S) baseline (`ft_qa`).
+
+Settings (configs/selfparam/): `single` (one document per step, the student reset after each),
+`batch` (many documents injected at once), `sequential` (a stream of steps, LoRA merged after each).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from lit_knowledge.config import doc
+from datasets import Dataset
+
+from lit_knowledge.data.prompts import IGNORE, collate, encode_example, qa_prompt
+from lit_knowledge.errors import UserError
+from lit_knowledge.methods import METHODS
+from lit_knowledge.methods.base import encode_all
+from lit_knowledge.methods.baselines import FineTune, FineTuneParams
+
+
+@dataclass
+class SelfParamParams(FineTuneParams):
+    lr: float = doc(1e-3, "Learning rate (AdamW).")
+    temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).")
+    unrelated_per_document: int = doc(4, "Unrelated sentences added to the target set per document.")
+    teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
+                               "distributions computed at the start of each step (needed for full fine-tuning).",
+                       choices=("live", "cached"))
+    reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
+                                       "(the single-context setting).")
+
+    @staticmethod
+    def validate(cfg) -> None:
+        if not cfg.model.lora.enabled and cfg.method.teacher == "live":
+            raise UserError("selfparam with full fine-tuning (model.lora.enabled=false) needs method.teacher=cached: "
+                            "a live teacher is the student with its adapter disabled")
+
+
+def kl_per_token(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """KL(teacher || student) at each target position, over the full vocabulary: shape (positions,)."""
+    t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    s = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return (t.exp() * (t - s)).sum(-1) * temperature**2
+
+
+def target_logits(model, input_ids, attention_mask, labels) -> torch.Tensor:
+    """The logits that predict each scored token (labels != IGNORE), in order: shape (positions, vocab)."""
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    return logits[labels[:, 1:] != IGNORE]
+
+
+@METHODS.register("selfparam")
+class SelfParam(FineTune):
+    Params = SelfParamParams
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        super().__init__(cfg, model, tokenizer)
+        self._teacher_cache: dict[int, torch.Tensor] = {}
+        self._cached_step: int | None = None
+        self._base_state = None
+        if self.params.reset_each_step and not cfg.model.lora.enabled:
+            self._base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    # ------------------------------------------------------------------------------ the target set S
+
+    def target_set(self, step) -> list[tuple[str, str, str]]:
+        """(context, question, answer) for the QA pairs, (context, text, "") for the unrelated sentences."""
+        if step.documents and not step.train_qa:
+            raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
+                            "selfparam needs one (use data.source=world)")
+        rng = random.Random(self.cfg.run.seed * 7919 + step.index)
+        unrelated = self.stream.unrelated_texts
+        out = []
+        for d in step.documents:
+            out += [(d.text, q, a) for q, a in step.train_qa.get(d.id, [])]
+            if unrelated:
+                out += [(d.text, text, "") for text in rng.sample(unrelated, min(len(unrelated),
+                                                                                 self.params.unrelated_per_document))]
+        return out
+
+    def training_examples(self, step):
+        """Student rows (question alone) with the teacher's tokens beside them: the document's tokens
+        followed by exactly the student's tokens, so that target positions line up by construction."""
+        rows, max_length = [], self.cfg.data.max_length
+        for i, (context, q, a) in enumerate(self.target_set(step)):
+            student = encode_example(self.tokenizer, qa_prompt(q) if a else q, a, max_length)
+            ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"]
+            ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
+            rows.append({**student, "teacher_input_ids": ctx + student["input_ids"],
+                         "teacher_labels": [IGNORE] * len(ctx) + student["labels"], "example_index": i})
+        return Dataset.from_list(rows) if rows else encode_all(self.tokenizer, [], max_length)
+
+    # ------------------------------------------------------------------------------ distillation
+
+    def teacher_logits(self, batch) -> torch.Tensor:
+        if self.params.teacher == "cached":
+            return torch.cat([self._teacher_cache[i] for i in batch["example_index"]]).to(self.device)
+        teacher = self._teacher_batch(batch)
+        with torch.no_grad(), self.model.disable_adapter():
+            return target_logits(self.model, teacher["input_ids"], teacher["attention_mask"], teacher["labels"])
+
+    def _teacher_batch(self, batch) -> dict:
+        rows = [{"input_ids": i, "labels": lab} for i, lab in zip(batch["teacher_input_ids"], batch["teacher_labels"])]
+        return {k: v.to(self.device) for k, v in collate(rows, self.tokenizer.pad_token_id).items()}
+
+    @torch.no_grad()
+    def cache_teacher(self, k: int) -> None:
+        """Teacher distributions of every target token of step k, from the model as it is before the step."""
+        self._teacher_cache = {}
+        examples = self.trainer.datamodule._dataset.per_step[k]
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(examples), self.cfg.eval.batch_size):
+            rows = [examples[i] for i in range(start, min(len(examples), start + self.cfg.eval.batch_size))]
+            teacher = self._teacher_batch({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
+                                           "teacher_labels": [r["teacher_labels"] for r in rows]})
+            logits = self.model(input_ids=teacher["input_ids"], attention_mask=teacher["attention_mask"]).logits[:, :-1]
+            for j, r in enumerate(rows):
+                mask = teacher["labels"][j, 1:] != IGNORE
+                self._teacher_cache[r["example_index"]] = logits[j][mask].cpu()
+        self.model.train(was_training)
+        self._cached_step = k
+
+    def training_step(self, batch, batch_idx):
+        if "input_ids" not in batch:
+            return None
+        if self.params.teacher == "cached" and self._cached_step != batch["stream_step"]:
+            self.cache_teacher(batch["stream_step"])
+        teacher = self.teacher_logits(batch)
+        student = target_logits(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+        kl = kl_per_token(teacher, student, self.params.temperature)
+        loss = kl.mean()
+        n = batch["input_ids"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=n)
+        self.log("train/kl_per_token", kl.detach().mean(), batch_size=n)
+        return loss
+
+    # ------------------------------------------------------------------------------ settings
+
+    def after_evaluation(self, k: int) -> None:
+        if not self.params.reset_each_step:
+            return
+        if self.cfg.model.lora.enabled:
+            for module in self.model.modules():  # a fresh adapter: B = 0, so the student equals the base again
+                if hasattr(module, "reset_lora_parameters"):
+                    module.reset_lora_parameters("default", True)
+        else:
+            self.model.load_state_dict(self._base_state)
+        self.trainer.strategy.setup_optimizers(self.trainer)
+
+    def finish_step(self, k: int) -> None:
+        if not self.params.reset_each_step:
+            super().finish_step(k)

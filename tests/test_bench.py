@@ -1,0 +1,78 @@
+"""`python -m lit_knowledge.bench overhead`: the figures are produced and consistent (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import pytest
+
+from lit_knowledge.bench import TARGET_RATIO, main, overhead
+
+# A smaller tiny model keeps the few steps cheap; the code path is the one the defaults run.
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")  # Lightning: few batches vs log_every_n_steps
+
+SMALL = ["model.tiny.num_layers=1", "model.tiny.hidden_size=32", "model.tiny.num_heads=2",
+         "model.tiny.num_kv_heads=2", "model.tiny.intermediate_size=64"]
+
+
+@pytest.fixture(scope="module")
+def figures(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    cache = tmp_path_factory.mktemp("bench_cache")
+    mp.setenv("LIT_KNOWLEDGE_CACHE", str(cache))
+    try:
+        res = overhead(steps=3, batch_size=2, repeats=2, warmup=1, logger="csv", overrides=SMALL, verbose=False)
+    finally:
+        mp.undo()
+    return res, cache
+
+
+def test_figures_positive_and_ratio_from_them(figures):
+    res, _ = figures
+    plain, light = res["plain_s_per_step"], res["lightning_s_per_step"]
+    assert plain > 0 and light > 0
+    assert math.isclose(res["ratio"], light / plain, rel_tol=1e-12)
+    assert res["target_ratio"] == TARGET_RATIO == 1.05
+    assert res["meets_target"] == (res["ratio"] <= TARGET_RATIO)
+    assert len(res["plain_s_per_step_repeats"]) == len(res["lightning_s_per_step_repeats"]) == 2
+    assert all(x > 0 for x in res["plain_s_per_step_repeats"] + res["lightning_s_per_step_repeats"])
+    # medians over repeats (two repeats: the mean of the two)
+    assert math.isclose(plain, sum(res["plain_s_per_step_repeats"]) / 2)
+    assert math.isclose(light, sum(res["lightning_s_per_step_repeats"]) / 2)
+    for ratio, p, lt in zip(res["paired_ratio_repeats"], res["plain_s_per_step_repeats"],
+                            res["lightning_s_per_step_repeats"]):
+        assert math.isclose(ratio, lt / p)
+    assert all(v >= 0 for v in res["fixed_costs_s"].values())
+    s = res["settings"]
+    assert (s["steps"], s["repeats"], s["warmup"], s["batch_size"], s["logger"]) == (3, 2, 1, 2, "csv")
+    assert s["log_every_n_steps"] == 10 and s["gradient_clip_val"] == 1.0 and s["tokens_per_timed_run"] > 0
+    assert res["environment"]["torch_num_threads"] >= 1
+
+
+def test_bench_never_writes_a_reader_into_the_cache(figures):
+    # PretrainReader.on_train_end would evaluate and cache the (untrained) reader; the benchmark must not.
+    _, cache = figures
+    assert not any(cache.rglob("*"))
+
+
+def test_cli_prints_ratio_line_and_writes_json(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LIT_KNOWLEDGE_CACHE", str(tmp_path / "cache"))
+    out_json = tmp_path / "bench.json"
+    code = main(["overhead", "--steps", "2", "--repeats", "1", "--warmup", "1", "--batch-size", "2",
+                 "--logger", "none", "--json", str(out_json), *SMALL])
+    assert code == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    m = re.fullmatch(r"ratio lightning/plain = (\d+\.\d{3}) \(target <= 1\.05\)", lines[-1])
+    assert m, lines[-1]
+    data = json.loads(out_json.read_text())
+    assert data["settings"]["logger"] == "none" and data["settings"]["progress_bar"] is False
+    assert data["plain_s_per_step"] > 0 and data["lightning_s_per_step"] > 0
+    assert float(m.group(1)) == pytest.approx(data["lightning_s_per_step"] / data["plain_s_per_step"], abs=6e-4)
+    assert any(line.startswith("plain ") for line in lines) and any(line.startswith("lightning ") for line in lines)
+
+
+def test_bad_arguments_are_one_line_errors(capsys):
+    assert main(["overhead", "--steps", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: ")

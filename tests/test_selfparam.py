@@ -1,0 +1,76 @@
+"""SELF-PARAM on tiny models: the KL, where gradients go, what injection does to the student's answers."""
+
+import pytest
+import torch
+
+from lit_knowledge.config import load_config
+from lit_knowledge.data.prompts import qa_prompt
+from lit_knowledge.methods.selfparam import SelfParam, kl_per_token, target_logits
+from lit_knowledge.models import load_model
+
+TINY = ["method.name=selfparam", "model.name=tiny", "model.lora.enabled=true", "model.lora.r=4",
+        "data.world.num_background=20", "data.world.num_organisations=8", "data.world.num_steps=2",
+        "data.world.entities_per_step=2", "eval.max_probes=4", "eval.lm_loss_texts=4", "logger.backend=none",
+        "trainer.enable_progress_bar=false"]
+
+
+def method(*overrides):
+    cfg = load_config([], TINY + list(overrides))
+    torch.manual_seed(0)
+    return SelfParam(cfg)
+
+
+def test_kl_is_zero_for_identical_distributions_and_positive_otherwise():
+    logits = torch.randn(5, 11)
+    assert torch.allclose(kl_per_token(logits, logits), torch.zeros(5), atol=1e-6)
+    assert (kl_per_token(logits, logits + torch.randn(5, 11)) > 0).all()
+    # temperature: the T^2 scaling keeps the order of magnitude
+    assert kl_per_token(logits, 2 * logits, temperature=2.0).shape == (5,)
+
+
+def test_kl_zero_when_student_is_teacher_and_context_is_empty():
+    m = method()
+    rows = m.training_examples(m.stream.steps[0])
+    row = rows[0]
+    ids = torch.tensor([row["input_ids"]])
+    labels = torch.tensor([row["labels"]])
+    mask = torch.ones_like(ids)
+    # with no context the teacher reads the student's own tokens; the adapter starts at B = 0
+    with torch.no_grad(), m.model.disable_adapter():
+        teacher = target_logits(m.model, ids, mask, labels)
+    student = target_logits(m.model, ids, mask, labels)
+    assert torch.allclose(kl_per_token(teacher, student), torch.zeros(len(teacher)), atol=1e-5)
+
+
+def test_teacher_tokens_end_with_the_student_tokens():
+    m = method()
+    rows = m.training_examples(m.stream.steps[0])
+    assert len(rows) > 0
+    for row in rows:
+        n = len(row["input_ids"])
+        assert row["teacher_input_ids"][-n:] == row["input_ids"]
+        assert row["teacher_labels"][-n:] == row["labels"]
+        assert len(row["teacher_input_ids"]) > n  # the document comes first
+    questions = {m.tokenizer.decode(r["input_ids"]) for r in rows}
+    probes = {p.question for p in m.stream.steps[0].probes}
+    assert not any(p in q for p in probes for q in questions)  # the target set never holds a probe
+
+
+def test_gradients_reach_only_the_adapter():
+    m = method()
+    dm = m.datamodule()
+    dm.setup()
+    batch = dm._dataset[0]
+    m.log = lambda *a, **k: None  # no trainer attached: logging is a no-op here
+    loss = m.training_step(batch, 0)
+    loss.backward()
+    grads = {n for n, p in m.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all("lora_" in n for n in grads)
+
+
+def test_full_finetuning_needs_a_cached_teacher():
+    from lit_knowledge.errors import UserError
+
+    with pytest.raises(UserError, match="method.teacher=cached"):
+        load_config([], TINY + ["model.lora.enabled=false"])
+    load_config([], TINY + ["model.lora.enabled=false", "method.teacher=cached"])

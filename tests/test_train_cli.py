@@ -1,0 +1,153 @@
+"""The training entry point: dry runs of every config, and end-to-end runs (slow) through the real CLI."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from conftest import ALL_CONFIGS, CONFIGS, DEBUG_YAML, REPO
+from omegaconf import OmegaConf
+
+from lit_knowledge import train
+
+QA_METRICS = ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "wall_time_s",
+              "update_time_per_step_s", "extra_storage_bytes")
+META_KEYS = ("git_sha", "config_hash", "wandb_run_id", "start_time", "end_time", "status")
+
+
+def files_under(path: Path) -> list[Path]:
+    return sorted(p for p in path.rglob("*")) if path.exists() else []
+
+
+def run_dirs(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.rglob("run_meta.json"))
+
+
+# ------------------------------------------------------------------------------------------ dry runs
+
+
+@pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_dry_run_every_config(path, debug_overrides, tmp_path, tmp_cache, monkeypatch, capsys):
+    """--dry-run builds data, model and method, exits 0 and writes nothing: no run directory, no reader."""
+    monkeypatch.chdir(tmp_path)  # a relative path written by mistake would land here
+    root = tmp_path / "runs"
+    code = train.main(["--config", str(path), *debug_overrides, f"run.root={root}", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "dry run ok" in out
+    cfg = OmegaConf.load(path)
+    assert f"method={OmegaConf.select(cfg, 'method.name', default='base')}" in out
+    assert not root.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lk_cache"]  # nothing else written to the cwd
+    assert files_under(tmp_cache) == []  # a dry run never pretrains the reader
+
+
+def test_dry_run_bad_config_is_a_one_line_error(debug_overrides, tmp_path, capsys):
+    code = train.main(["--config", str(CONFIGS / "baselines" / "ft_qa.yaml"), *debug_overrides,
+                       f"run.root={tmp_path / 'runs'}", "method.epochs_per_stp=1", "--dry-run"])
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("error: ") and "did you mean method.epochs_per_step?" in err
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow  # a fresh interpreter: ~15 s of imports
+def test_dry_run_subprocess(run_cli, debug_overrides, tmp_path, tmp_cache):
+    root = tmp_path / "runs"
+    code, out, err = run_cli(["--config", CONFIGS / "baselines" / "rag_bm25.yaml", *debug_overrides,
+                              f"run.root={root}", "--dry-run"], cwd=tmp_path, cache=tmp_cache)
+    assert code == 0, err
+    assert "dry run ok: method=rag_bm25" in out
+    assert "Traceback" not in err
+    assert not root.exists() and files_under(tmp_cache) == []
+
+
+# ------------------------------------------------------------------------------------------ end to end
+
+
+def check_run_dir(run_dir: Path, method: str) -> dict:
+    assert (run_dir / "config.yaml").is_file()
+    assert (run_dir / "results.md").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    meta = json.loads((run_dir / "run_meta.json").read_text())
+    for key in META_KEYS:
+        assert key in meta, key
+    assert meta["status"] == "completed"
+    assert meta["end_time"] is not None and meta["end_time"] >= meta["start_time"]
+    results = json.loads((run_dir / "results.json").read_text())
+    assert results["method"] == method
+    for key in QA_METRICS:
+        assert key in results["metrics"], key
+        assert isinstance(results["metrics"][key], (int, float)), key
+    for key in ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1"):
+        assert 0.0 <= results["metrics"][key] <= 1.0, key
+    assert results["metrics"]["wall_time_s"] > 0
+    assert results["metrics"]["num_steps"] == 2  # debug.yaml: a two-step world stream
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    assert saved.method.name == method and saved.run.root == str(run_dir.parent.parent)
+    return meta
+
+
+def run_dir_from_stdout(out: str) -> Path:
+    m = re.search(r"^run directory: (.+)$", out, re.M)
+    assert m, out
+    return Path(m.group(1).strip())
+
+
+@pytest.mark.slow  # pretrains the debug reader (once per session) and fine-tunes: ~1-2 min
+def test_end_to_end_ft_qa(run_cli, debug_overrides, reader_cache):
+    args = ["--config", CONFIGS / "baselines" / "ft_qa.yaml", *debug_overrides]
+    code, out, err = run_cli(args, cache=reader_cache)
+    assert code == 0, err[-3000:]
+    run_dir = run_dir_from_stdout(out)
+    root = Path(debug_overrides[-1].split("=", 1)[1])
+    assert run_dir.parent == root / "baselines"
+    assert run_dir.name.startswith("ft_qa-")
+    meta = check_run_dir(run_dir, "ft_qa")
+    assert "efficacy_f1" in out  # the results table is printed
+    first = json.loads((run_dir / "results.json").read_text())
+
+    # the same command finds the same directory and the same W&B run id
+    code, out, err = run_cli(args, cache=reader_cache)
+    assert code == 0, err[-3000:]
+    assert run_dir_from_stdout(out) == run_dir
+    again = check_run_dir(run_dir, "ft_qa")
+    assert again["wandb_run_id"] == meta["wandb_run_id"]
+    assert again["start_time"] == meta["start_time"]
+    assert [d for d in run_dirs(root) if d.name.startswith("ft_qa-")] == [run_dir]
+    second = json.loads((run_dir / "results.json").read_text())
+    for key in ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1"):
+        assert second["metrics"][key] == pytest.approx(first["metrics"][key]), key
+
+
+def wandb_ids(run_dir: Path) -> set[str]:
+    return {p.name.rsplit("-", 1)[-1] for p in (run_dir / "wandb").glob("offline-run-*")}
+
+
+@pytest.mark.slow  # needs the debug reader (pretrained once per session): ~1 min alone
+def test_wandb_offline_run(run_cli, debug_overrides, reader_cache):
+    args = ["--config", CONFIGS / "baselines" / "base.yaml", *debug_overrides,
+            "logger.backend=wandb", "logger.mode=offline"]
+    code, out, err = run_cli(args, cache=reader_cache)
+    assert code == 0, err[-3000:]
+    run_dir = run_dir_from_stdout(out)
+    meta = check_run_dir(run_dir, "base")
+    wid = meta["wandb_run_id"]
+    assert wandb_ids(run_dir) == {wid}
+    offline = next((run_dir / "wandb").glob(f"offline-run-*-{wid}"))
+    assert (offline / f"run-{wid}.wandb").is_file()
+
+    # a second invocation keeps the id: W&B resumes the same run
+    code, out, err = run_cli(args, cache=reader_cache)
+    assert code == 0, err[-3000:]
+    assert run_dir_from_stdout(out) == run_dir
+    meta2 = json.loads((run_dir / "run_meta.json").read_text())
+    assert meta2["wandb_run_id"] == wid and meta2["status"] == "completed"
+    assert wandb_ids(run_dir) == {wid}
+    assert all((d / f"run-{wid}.wandb").is_file() for d in (run_dir / "wandb").glob("offline-run-*"))
+
+
+def test_repo_configs_present():
+    assert DEBUG_YAML.is_file() and (REPO / "configs" / "baselines" / "ft_qa.yaml").is_file()

@@ -1,0 +1,113 @@
+"""The synthetic world: determinism, held-out wordings, probe kinds, changes, edits, pretraining mix."""
+
+import random
+
+from omegaconf import OmegaConf
+
+from lit_knowledge.config import WorldConfig
+from lit_knowledge.data.records import Probe
+from lit_knowledge.data.world import DOC_TEMPLATES, QUESTIONS, World, decade
+
+
+def world(**kw):
+    cfg = OmegaConf.structured(WorldConfig)
+    cfg.merge_with(kw)
+    return World(cfg)
+
+
+def test_same_seed_same_world_other_seed_other_world():
+    a, b, c = world(seed=3).stream(), world(seed=3).stream(), world(seed=4).stream()
+    assert a == b
+    assert [d.text for d in a.steps[0].documents] != [d.text for d in c.steps[0].documents]
+
+
+def test_stream_shape_and_order():
+    s = world(num_steps=4, entities_per_step=5).stream()
+    assert len(s.steps) == 4
+    assert [st.index for st in s.steps] == [0, 1, 2, 3]
+    assert all(len(st.documents) == 5 for st in s.steps)
+    assert all(d.time == st.index for st in s.steps for d in st.documents)
+    # every probe belongs to a document of its own step
+    for st in s.steps:
+        ids = {d.id for d in st.documents}
+        assert st.probes and all(p.doc_id in ids for p in st.probes)
+
+
+def test_stream_people_are_new_and_documents_state_their_facts():
+    w = world()
+    background = {p.name for p in w.background}
+    assert not background & {p.name for p in w.stream_people}
+    s = w.stream()
+    person = w.stream_people[0]
+    text = s.steps[0].documents[0].text
+    for value in (person.name, person.city, str(person.year), person.org, person.field):
+        assert value in text
+
+
+def test_probe_wordings_are_held_out_from_documents_and_training_questions():
+    w = world()
+    s = w.stream()
+    train_questions = {q for st in s.steps for pairs in st.train_qa.values() for q, _ in pairs}
+    probe_questions = {p.question for st in s.steps for p in st.probes}
+    assert train_questions and probe_questions
+    assert not train_questions & probe_questions
+    # no probe question is a sentence of a document template
+    assert not any(q.rstrip(" ?") in t for q in QUESTIONS["city"] for t in DOC_TEMPLATES)
+
+
+def test_probe_kinds_and_answers():
+    w = world(num_steps=1, entities_per_step=8)
+    s = w.stream()
+    kinds = {p.kind for p in s.steps[0].probes}
+    assert {"efficacy", "paraphrase", "transformed", "inverse", "compositional", "multi_hop"} <= kinds
+    person = w.stream_people[0]
+    probes = [p for p in s.steps[0].probes if p.doc_id == s.steps[0].documents[0].id]
+    by_kind = {}
+    for p in probes:
+        by_kind.setdefault(p.kind, []).append(p)
+    assert by_kind["transformed"][0].answers == [decade(person.year)]
+    assert by_kind["multi_hop"][0].answers == [w.hq[person.org]]
+    assert by_kind["compositional"][0].answers == [f"{person.city} in {person.year}"]
+    if "inverse" in by_kind:
+        assert by_kind["inverse"][0].answers == [person.name]
+
+
+def test_background_probes_are_about_background_people():
+    w = world()
+    probes = w.stream().background_probes
+    names = {p.name for p in w.background}
+    assert probes and all(isinstance(p, Probe) and p.kind == "locality" for p in probes)
+    assert all(any(n in p.question for n in names) for p in probes[:50])
+
+
+def test_changes_supersede_earlier_employer_probes():
+    w = world(num_steps=3, entities_per_step=4, changes_per_step=2)
+    s = w.stream()
+    assert set(s.superseded) == {1, 2}
+    earlier_ids = {p.id for st in s.steps for p in st.probes}
+    for ids in s.superseded.values():
+        assert ids and ids <= earlier_ids
+    moves = [d for st in s.steps[1:] for d in st.documents if "-move-" in d.id]
+    assert len(moves) == 4
+
+
+def test_edits_change_a_fact_with_paraphrases_locality_and_portability():
+    w = world(num_edits=9)
+    edits = w.edits().edits
+    assert len(edits) == 9
+    for e in edits:
+        assert e.target_new != e.target_true
+        assert e.subject in e.prompt and e.paraphrases and len(e.locality) == 3
+    assert any(e.portability for e in edits)
+    assert w.edits().edits == edits  # deterministic
+
+
+def test_reading_examples_use_fresh_people():
+    w = world()
+    known = {p.name for p in w.background + w.stream_people}
+    rng = random.Random(0)
+    for _ in range(50):
+        context, qa = w.reading_example(rng)
+        assert len(qa) == 4
+        assert not any(name in context for name in known)
+        assert all(a for _, a in qa)

@@ -225,12 +225,30 @@ class _omegaconf_errors:
     def __exit__(self, exc_type, exc, tb):
         if exc is None or not isinstance(exc, OmegaConfBaseException):
             return False
-        key = getattr(exc, "full_key", None) or "?"
+        key = getattr(exc, "full_key", None)
+        if not key and self.source.startswith("override '"):  # e.g. 'trainer=3': OmegaConf names no key
+            key = self.source[len("override '"):].split("=", 1)[0]
+        key = key or "?"
         where = f" in {self.source}" if self.source else ""
         msg = str(exc).splitlines()[0]
         if type(exc).__name__ == "ConfigKeyError" or "not in" in msg:
-            raise UserError(f"unknown config key '{key}'{where}{did_you_mean(key, valid_keys(self.params_cls))}") from None
+            raise UserError(f"unknown config key '{key}'{where}{_suggest(key, self.params_cls)}") from None
         raise UserError(f"bad value for config key '{key}'{where}: {msg}") from None
+
+
+def _suggest(key: str, params_cls: type) -> str:
+    """' (did you mean X?)', or for a method key that another method has, which methods have it."""
+    if key.startswith("method."):
+        from lit_knowledge.methods import METHODS
+
+        owners = [n for n in METHODS.names() if key in _flat_keys(METHODS.get(n).Params, "method.")]
+        if owners:
+            return f" for this method (it belongs to method.name={'|'.join(owners)})"
+    return did_you_mean(key, [k for k, f in valid_keys(params_cls).items() if not _is_section(f)])
+
+
+def _is_section(f: dataclasses.Field) -> bool:
+    return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
 
 
 def _read_yaml(path: str) -> DictConfig:

@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -126,14 +127,40 @@ class RunDir:
     # ------------------------------------------------------------------------------------------ checkpoints
 
     def resume_checkpoint(self, resume: str) -> str | None:
+        """The checkpoint to resume from: an explicit path (checked), or with 'auto' the newest readable one.
+
+        Candidates are checkpoints/*.ckpt (periodic and last) and the hpc_ckpt_*.ckpt that Lightning's
+        SLURM requeue writes into the run directory; the highest global step wins. A truncated or corrupt
+        checkpoint is skipped with a warning naming it, so 'auto' falls back to the previous good one.
+        """
         if resume == "never":
             return None
         if resume != "auto":
             if not Path(resume).is_file():
                 raise UserError(f"checkpoint {resume} not found; pass an existing .ckpt file or --resume auto")
+            if checkpoint_step(resume) is None:
+                raise UserError(f"checkpoint {resume} is truncated or corrupt; pass another one or --resume auto")
             return resume
-        # Periodic and last checkpoints live in checkpoints/; Lightning's SLURM requeue writes hpc_ckpt_N.ckpt
-        # into the run directory itself. The newest by modification time wins.
         candidates = list(self.checkpoints.glob("*.ckpt")) + list(self.path.glob("hpc_ckpt_*.ckpt"))
-        candidates.sort(key=lambda p: p.stat().st_mtime, reverse=True)
-        return str(candidates[0]) if candidates else None
+        readable = []
+        for path in candidates:
+            step = checkpoint_step(path)
+            if step is None:
+                print(f"lit_knowledge: skipping checkpoint {path}: truncated or corrupt", file=sys.stderr)
+            else:
+                readable.append((step, path.stat().st_mtime, str(path)))
+        return max(readable)[2] if readable else None
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    """The global step stored in a Lightning checkpoint, or None when the file cannot be read.
+
+    The file is memory-mapped, so the weights are not read: cheap even for a large model.
+    """
+    import torch
+
+    try:
+        ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+        return int(ckpt["global_step"])
+    except Exception:  # truncated zip, bad pickle, missing key: all mean "not usable"
+        return None

@@ -59,11 +59,13 @@ def build_logger(cfg, run):
     )
 
 
-def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max_epochs: int | None = 1):
+def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max_epochs: int | None = 1,
+                  callbacks: list | None = None):
+    """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
-    callbacks = []
+    callbacks = list(callbacks or [])
     if run is not None:
         every = cfg.trainer.checkpoint_every_n_steps or None
         callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
@@ -76,6 +78,7 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
         gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_progress_bar=cfg.trainer.enable_progress_bar, enable_checkpointing=run is not None,
         enable_model_summary=False, logger=logger, callbacks=callbacks, num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # streams keep their order; every rank walks the same plan
         default_root_dir=str(run.path) if run else None,
     )
 
@@ -122,7 +125,8 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         module, datamodule = build(cfg)
         logger = build_logger(cfg, run)
         max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
-        trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else 1)
+        trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else 1,
+                                callbacks=module.callbacks() if hasattr(module, "callbacks") else [])
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         results = module.results()
         results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,

@@ -49,7 +49,8 @@ def test_teacher_tokens_end_with_the_student_tokens():
     for row in rows:
         n = len(row["input_ids"])
         assert row["teacher_input_ids"][-n:] == row["input_ids"]
-        assert row["teacher_labels"][-n:] == row["labels"]
+        assert row["teacher_labels"][-n + 1 :] == row["labels"][1:]
+        assert sum(t != -100 for t in row["teacher_labels"]) == sum(t != -100 for t in row["labels"][1:])
         assert len(row["teacher_input_ids"]) > n  # the document comes first
     questions = {m.tokenizer.decode(r["input_ids"]) for r in rows}
     probes = {p.question for p in m.stream.steps[0].probes}

@@ -8,8 +8,8 @@ training examples for that step (`method.training_examples(step)`, a `datasets.D
 `method.epochs_per_step` times in a seeded shuffle, cut into batches. Every batch carries its
 `stream_step` and whether it is the last of its step, which is where the method finishes the step
 (merge, record, evaluate). A step with nothing to train on still yields one empty batch, so the step
-boundary is always seen. The whole plan is fixed by the seed, so a resumed run can skip exactly the
-batches it has already consumed (`skip_batches`).
+boundary is always seen. The whole plan is fixed by the seed, so a resumed run skips exactly the
+batches it has already done (the method's `batches_done`, kept in every checkpoint).
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
         super().__init__()
         self.stream, self.method = stream, method
         self.batch_size, self.seed, self.num_workers = batch_size, seed, num_workers
-        self.skip_batches = 0
         self._dataset = None
 
     def setup(self, stage: str | None = None):
@@ -79,10 +78,12 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
         return len(self._dataset)
 
     def train_dataloader(self):
+        """The plan from the method's stream position on: a resumed run skips the batches it has done."""
         self.setup()
         data = self._dataset
-        if self.skip_batches:
-            data = _PlannedBatches(data.per_step, data.plan[self.skip_batches :], data.pad_id)
+        done = self.method.batches_done
+        if done:
+            data = _PlannedBatches(data.per_step, data.plan[done:], data.pad_id)
         return DataLoader(data, batch_size=None, shuffle=False, num_workers=self.num_workers)
 
 
@@ -91,21 +92,30 @@ class EditStreamDataModule(KnowledgeStreamDataModule):
 
 
 class _MixStream(IterableDataset):
-    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int):
-        self.sample_fn, self.batch_size, self.pad_id, self.seed = sample_fn, batch_size, pad_id, seed
+    """Batch i is drawn from its own seeded generator, so the stream can start at any batch index."""
+
+    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int, start: int = 0):
+        self.sample_fn, self.batch_size, self.pad_id, self.seed, self.start = sample_fn, batch_size, pad_id, seed, start
 
     def __iter__(self):
-        rng = random.Random(self.seed)
+        i = self.start
         while True:
+            rng = random.Random(self.seed * 1_000_003 + i)
             yield collate([self.sample_fn(rng) for _ in range(self.batch_size)], self.pad_id)
+            i += 1
 
 
 class PretrainDataModule(L.LightningDataModule):
-    """An endless, seeded stream of pretraining batches drawn by `sample_fn(rng) -> encoded example`."""
+    """An endless, seeded stream of pretraining batches drawn by `sample_fn(rng) -> encoded example`.
 
-    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int = 0):
+    `start()` gives the index of the first batch (the restored global step on resume), so a resumed
+    run sees exactly the batches an uninterrupted run would have seen.
+    """
+
+    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int = 0, start=lambda: 0):
         super().__init__()
-        self.sample_fn, self.batch_size, self.pad_id, self.seed = sample_fn, batch_size, pad_id, seed
+        self.sample_fn, self.batch_size, self.pad_id, self.seed, self.start = sample_fn, batch_size, pad_id, seed, start
 
     def train_dataloader(self):
-        return DataLoader(_MixStream(self.sample_fn, self.batch_size, self.pad_id, self.seed), batch_size=None)
+        stream = _MixStream(self.sample_fn, self.batch_size, self.pad_id, self.seed, self.start())
+        return DataLoader(stream, batch_size=None)

@@ -65,8 +65,10 @@ class KnowledgeMethod(L.LightningModule):
         self.protocol = StreamProtocol(self.stream, cfg.eval, cfg.run.seed)
         self.history: list[dict] = []
         self.step_times: list[float] = []
+        self.batches_done = 0  # position in the stream's batch plan (a resumed run skips these)
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
+        self._elapsed_before = 0.0  # wall time of earlier runs of this run (restored on resume)
         self.progress = cfg.trainer.enable_progress_bar
 
     # ------------------------------------------------------------------------------ hooks to override
@@ -124,12 +126,14 @@ class KnowledgeMethod(L.LightningModule):
         if self._step_started is None:
             self._step_started = time.perf_counter()
 
-    def on_train_batch_end(self, outputs, batch, batch_idx):
+    def end_of_batch(self, batch) -> None:
+        """Called after every training batch (by `StreamWalk`, before any checkpoint is written)."""
+        self.batches_done += 1
         if not batch["last_in_step"]:
             return
         k = batch["stream_step"]
         self.finish_step(k)
-        self.step_times.append(time.perf_counter() - self._step_started)
+        self.step_times.append(time.perf_counter() - (self._step_started or time.perf_counter()))
         self._step_started = None
         row = self.protocol.evaluate(self, k)
         self.history.append(row)
@@ -137,9 +141,14 @@ class KnowledgeMethod(L.LightningModule):
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
         self.after_evaluation(k)
 
+    def callbacks(self) -> list:
+        return [StreamWalk()]
+
+    def wall_time(self) -> float:
+        return self._elapsed_before + time.perf_counter() - self._fit_started
+
     def results(self) -> dict:
-        out = summarize(self.history, self.step_times, self.extra_storage_bytes(),
-                        time.perf_counter() - self._fit_started)
+        out = summarize(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time())
         out["kind"] = self.kind
         out["examples"] = self.history[-1]["examples"] if self.history else []
         return out
@@ -150,6 +159,8 @@ class KnowledgeMethod(L.LightningModule):
         checkpoint["lit_knowledge"] = {
             "history": self.history,
             "step_times": self.step_times,
+            "batches_done": self.batches_done,
+            "wall_time_s": self.wall_time(),
             "method_state": self.method_state(),
         }
 
@@ -157,6 +168,9 @@ class KnowledgeMethod(L.LightningModule):
         state = checkpoint.get("lit_knowledge", {})
         self.history = state.get("history", [])
         self.step_times = state.get("step_times", [])
+        self.batches_done = state.get("batches_done", 0)
+        self._elapsed_before = state.get("wall_time_s", 0.0)
+        self._fit_started = time.perf_counter()
         self.load_method_state(state.get("method_state", {}))
 
     def configure_optimizers(self):
@@ -165,3 +179,14 @@ class KnowledgeMethod(L.LightningModule):
             return None
         lr = getattr(self.params, "lr", 1e-4)
         return torch.optim.AdamW(params, lr=lr, weight_decay=getattr(self.params, "weight_decay", 0.0))
+
+
+class StreamWalk(L.Callback):
+    """Finishes each batch of a stream walk (stream position, step end, probes).
+
+    It is a callback, and listed before the checkpoint callback, so that a checkpoint written after a
+    batch already holds that batch's consequences (the position, the step's probes, a merged adapter).
+    """
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        pl_module.end_of_batch(batch)

@@ -85,7 +85,7 @@ class PretrainReader(L.LightningModule):
 
     def datamodule(self):
         return PretrainDataModule(self.sample, self.cfg.pretrain.batch_size, self.tokenizer.pad_token_id,
-                                  self.cfg.run.seed)
+                                  self.cfg.run.seed, start=lambda: self.trainer.global_step)
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**batch).loss

@@ -103,7 +103,9 @@ class SelfParam(FineTune):
             ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"]
             ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
             rows.append({**student, "teacher_input_ids": ctx + student["input_ids"],
-                         "teacher_labels": [IGNORE] * len(ctx) + student["labels"], "example_index": i})
+                         # The student's first token has no prediction (nothing precedes it); in the
+                         # teacher it would, so it is not scored there either.
+                         "teacher_labels": [IGNORE] * (len(ctx) + 1) + student["labels"][1:], "example_index": i})
         return Dataset.from_list(rows) if rows else encode_all(self.tokenizer, [], max_length)
 
     # ------------------------------------------------------------------------------ distillation

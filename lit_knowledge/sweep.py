@@ -1,0 +1,84 @@
+"""Run a group of experiments one after another and compare them: `python -m lit_knowledge.sweep GROUP.yaml`.
+
+A group file names the configs every run starts from and the runs, each a name and its overrides:
+
+    configs: [configs/quickstart.yaml]       # merged first, left to right (paths relative to the repo)
+    overrides: [run.experiment=quickstart]   # applied to every run
+    runs:
+      - {name: base, overrides: [method.name=base]}
+      - {name: ft_qa, overrides: [method.name=ft_qa, method.lr=1e-3]}
+
+Each run is an ordinary `python -m lit_knowledge.train --config ... overrides run.name=<name>` run, so
+any row can be reproduced alone; at the end the comparison table of the experiment is printed and
+written (`python -m lit_knowledge.report runs/<experiment>`). Extra `key=value` arguments on the command
+line apply to every run (e.g. `data.world.num_steps=2` for a quick look).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from lit_knowledge.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_group(path: str) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"group file {path} not found")
+    group = OmegaConf.to_container(OmegaConf.load(p))
+    unknown = set(group) - {"configs", "overrides", "runs", "columns"}
+    if unknown or not isinstance(group.get("runs"), list) or not group["runs"]:
+        raise UserError(f"group file {path} must hold 'configs', 'overrides' and a non-empty 'runs' list"
+                        + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+    for i, run in enumerate(group["runs"]):
+        if not isinstance(run, dict) or "name" not in run:
+            raise UserError(f"group file {path}: run {i} needs a 'name' (and a list of 'overrides')")
+    return group
+
+
+def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, resume: str = "auto",
+              announce=print) -> list[dict]:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.train import run_experiment
+
+    group = read_group(path)
+    configs = [str(REPO / c) if not Path(c).is_absolute() else c for c in group.get("configs", [])]
+    plans = [(run["name"], [*group.get("overrides", []), *run.get("overrides", []), *extra,
+                            f"run.name={run['name']}"])
+             for run in group["runs"] if not only or run["name"] in only]
+    cfgs = [(name, load_config(configs, overrides)) for name, overrides in plans]  # validate all first
+    results = []
+    for name, cfg in cfgs:
+        started = time.perf_counter()
+        results.append(run_experiment(cfg, resume=resume))
+        announce(f"{name}: {time.perf_counter() - started:.0f} s")
+    return results
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lit_knowledge.sweep", description=__doc__.splitlines()[0])
+    parser.add_argument("group", help="group YAML (see configs/experiments/)")
+    parser.add_argument("overrides", nargs="*", help="key=value overrides for every run")
+    parser.add_argument("--only", nargs="+", help="run only these names of the group")
+    parser.add_argument("--resume", default="auto", help="auto | never (passed to every run)")
+    args = parser.parse_args(argv)
+    try:
+        results = run_group(args.group, args.overrides, args.only, args.resume)
+        from lit_knowledge.report import build_report
+
+        print(build_report(Path(results[0]["run_dir"]).parent))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,8 +52,8 @@ class RunConfig:
 class TinyModelConfig:
     num_layers: int = doc(4, "Decoder layers of the tiny Llama-architecture model.")
     hidden_size: int = doc(128, "Hidden width.")
-    num_heads: int = doc(4, "Attention heads.")
-    num_kv_heads: int = doc(4, "Key/value heads (grouped-query attention when < num_heads).")
+    num_heads: int = doc(8, "Attention heads (more, narrower heads learn to copy from context sooner).")
+    num_kv_heads: int = doc(8, "Key/value heads (grouped-query attention when < num_heads).")
     intermediate_size: int = doc(512, "MLP inner width.")
     max_position_embeddings: int = doc(512, "Longest sequence the RoPE positions cover.")
     rope_theta: float = doc(10000.0, "RoPE base frequency.")
@@ -92,7 +92,7 @@ class ModelConfig:
 @dataclass
 class WorldConfig:
     seed: int = doc(0, "Seed of the synthetic world (entities, facts, templates).")
-    num_background: int = doc(300, "Entities the reader learns before the stream (locality probes ask about them).")
+    num_background: int = doc(100, "Entities the reader learns before the stream (locality probes ask about them).")
     num_organisations: int = doc(40, "Organisations (background knowledge; employers and two-hop targets).")
     num_steps: int = doc(3, "Steps of the knowledge stream.")
     entities_per_step: int = doc(10, "New entities (one document each) per stream step.")
@@ -116,7 +116,7 @@ class DataConfig:
 @dataclass
 class PretrainConfig:
     max_steps: int = doc(3000, "Optimiser steps of reader pretraining.")
-    batch_size: int = doc(32, "Pretraining batch size.")
+    batch_size: int = doc(16, "Pretraining batch size.")
     lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).")
     warmup_steps: int = doc(100, "Linear warm-up steps.")
     weight_decay: float = doc(0.01, "AdamW weight decay.")

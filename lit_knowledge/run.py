@@ -28,6 +28,15 @@ from lit_knowledge.config import config_hash, identity, to_yaml
 from lit_knowledge.errors import UserError
 
 
+def global_rank() -> int:
+    """This process's rank before any Trainer exists: SLURM's task id, torchrun's RANK, or Lightning's
+    LOCAL_RANK for the processes its launcher starts; 0 for a single process."""
+    for var in ("SLURM_PROCID", "RANK", "LOCAL_RANK"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
 def run_name(cfg: DictConfig) -> str:
     return cfg.run.name or f"{cfg.method.name}-{config_hash(identity(cfg), 8)}"
 
@@ -65,6 +74,7 @@ def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
 class RunDir:
     def __init__(self, cfg: DictConfig):
         self.cfg = cfg
+        self.writer = global_rank() == 0  # only rank zero writes the directory's files
         self.name = run_name(cfg)
         self.path = Path(cfg.run.root) / cfg.run.experiment / self.name
         self.checkpoints = self.path / "checkpoints"
@@ -87,6 +97,9 @@ class RunDir:
                     f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
                     "set run.name to start a new run, or pass --resume never to overwrite it"
                 )
+        if not self.writer:  # other ranks read what rank zero wrote (the W&B id) and resume the same checkpoint
+            self.meta = self._read_meta()
+            return self.resume_checkpoint(resume)
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         if resume == "never":
@@ -110,6 +123,8 @@ class RunDir:
         return self.resume_checkpoint(resume)
 
     def finish(self, status: str = "completed") -> None:
+        if not self.writer:
+            return
         self.meta.update({"status": status, "end_time": now()})
         self.save_meta()
 

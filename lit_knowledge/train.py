@@ -59,26 +59,54 @@ def build_logger(cfg, run):
     )
 
 
+def build_strategy(cfg, model=None):
+    """`trainer.strategy` as Lightning takes it. FSDP wraps each decoder layer of the model (the classes
+    Hugging Face lists in `_no_split_modules`) and checkpoints their activations."""
+    name = cfg.trainer.strategy
+    if name.startswith("deepspeed"):
+        try:
+            import deepspeed  # noqa: F401
+        except ImportError:
+            raise UserError(f"trainer.strategy={name} needs deepspeed: pip install -e '.[deepspeed]'") from None
+    if name != "fsdp":
+        return name
+    from lightning.pytorch.strategies import FSDPStrategy
+
+    layers = set()
+    if model is not None:
+        wanted = set(getattr(model, "_no_split_modules", None) or [])
+        layers = {type(m) for m in model.modules() if type(m).__name__ in wanted}
+    if not layers:
+        return FSDPStrategy()
+    return FSDPStrategy(auto_wrap_policy=layers, activation_checkpointing_policy=layers)
+
+
 def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max_epochs: int | None = 1,
-                  callbacks: list | None = None):
+                  callbacks: list | None = None, model=None):
     """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
     callbacks = list(callbacks or [])
+    plugins = []
+    if SLURMEnvironment.detect():  # our RequeueOnSignal handles SIGUSR1 at a batch boundary instead
+        plugins.append(SLURMEnvironment(auto_requeue=False))
     if run is not None:
         every = cfg.trainer.checkpoint_every_n_steps or None
         callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
                                          save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False))
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
-        strategy=cfg.trainer.strategy, precision=cfg.trainer.precision,
+        strategy=build_strategy(cfg, model), precision=cfg.trainer.precision,
         max_steps=cfg.trainer.max_steps if cfg.trainer.max_steps >= 0 else (max_steps if max_steps is not None else -1),
         max_epochs=max_epochs, accumulate_grad_batches=cfg.trainer.accumulate_grad_batches,
         gradient_clip_val=cfg.trainer.gradient_clip_val, log_every_n_steps=cfg.trainer.log_every_n_steps,
         enable_progress_bar=cfg.trainer.enable_progress_bar, enable_checkpointing=run is not None,
         enable_model_summary=False, logger=logger, callbacks=callbacks, num_sanity_val_steps=0,
         use_distributed_sampler=False,  # streams keep their order; every rank walks the same plan
+        plugins=plugins,
         default_root_dir=str(run.path) if run else None,
     )
 
@@ -112,22 +140,29 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     import lightning as L
 
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
+    from lit_knowledge.requeue import RequeueOnSignal
     from lit_knowledge.run import RunDir
-
     from lit_knowledge.slurm import check_allocation
 
     check_allocation(cfg.trainer)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
+    started = time.perf_counter()
+    # Everything that can reject the input (data files, model, method settings) runs before the run
+    # directory is touched: a bad input leaves nothing half-written.
+    module, datamodule = build(cfg)
     run = RunDir(cfg)
     ckpt = run.start(resume)
-    started = time.perf_counter()
     try:
-        module, datamodule = build(cfg)
         logger = build_logger(cfg, run)
         max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
+        requeue = RequeueOnSignal(run.path)
+        callbacks = (module.callbacks() if hasattr(module, "callbacks") else []) + [requeue]
         trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else 1,
-                                callbacks=module.callbacks() if hasattr(module, "callbacks") else [])
+                                callbacks=callbacks, model=getattr(module, "model", None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        if requeue.requeued:
+            run.finish("requeued")
+            return {"requeued": True, "run_dir": str(run.path), "metrics": {}, "kind": module.kind}
         results = module.results()
         results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,
                         "config": to_dict(cfg)})
@@ -178,6 +213,9 @@ def main(argv=None) -> int:
         return e.exit_code
     from lit_knowledge.evaluation.results import results_table
 
+    if results.get("requeued"):
+        print(f"requeued: checkpoint saved in {results['run_dir']}; the same command resumes")
+        return 0
     main = MAIN_COLUMNS.get(results.get("kind"))
     print(results_table([results], [c for c in main if c in results["metrics"]] if main else None))
     print(f"run directory: {results['run_dir']}")

@@ -20,7 +20,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 DEBUG_YAML = CONFIGS / "debug.yaml"
-ALL_CONFIGS = sorted(p for ext in ("*.yaml", "*.yml") for p in CONFIGS.rglob(ext))
+# configs/experiments/ holds groups of runs (lit_knowledge.sweep), every other YAML is a run config.
+GROUPS = CONFIGS / "experiments"
+ALL_CONFIGS = sorted(p for ext in ("*.yaml", "*.yml") for p in CONFIGS.rglob(ext) if GROUPS not in p.parents)
+GROUP_FILES = sorted(GROUPS.glob("*.yaml"))
 
 # Never touch the network, and keep every library's files out of the home directory. These are set for
 # the whole pytest process (in-process tests) and passed to every subprocess.

@@ -150,21 +150,22 @@ def test_resume_never_clears_checkpoints_and_allows_a_changed_config(tmp_path):
     assert meta(r2)["wandb_run_id"] != wid  # a new run, not a resumption
 
 
-def test_resume_auto_picks_the_newest_checkpoint(tmp_path):
+def test_resume_auto_picks_the_highest_global_step(tmp_path):
+    import torch
+
     run = RunDir(cfg_for(tmp_path))
     run.start()
-    paths = []
-    for i, name in enumerate(["step10.ckpt", "last.ckpt", "step5.ckpt"]):
+    for i, (name, step) in enumerate([("step10.ckpt", 10), ("last.ckpt", 10), ("step5.ckpt", 5)]):
         p = run.checkpoints / name
-        p.write_text(name)
+        torch.save({"global_step": step}, p)
         os.utime(p, (1_000_000 + i * 100, 1_000_000 + i * 100))
-        paths.append(p)
     (run.checkpoints / "notes.txt").write_text("not a checkpoint")
-    assert run.resume_checkpoint("auto") == str(paths[-1])
-    os.utime(paths[1], (2_000_000, 2_000_000))
-    assert run.resume_checkpoint("auto") == str(paths[1])
+    # step 10 beats the newer file of step 5; between two step-10 files the newer one wins
+    assert run.resume_checkpoint("auto") == str(run.checkpoints / "last.ckpt")
+    os.utime(run.checkpoints / "step10.ckpt", (2_000_000, 2_000_000))
+    assert run.resume_checkpoint("auto") == str(run.checkpoints / "step10.ckpt")
     # start() returns it too
-    assert RunDir(cfg_for(tmp_path)).start("auto") == str(paths[1])
+    assert RunDir(cfg_for(tmp_path)).start("auto") == str(run.checkpoints / "step10.ckpt")
     assert run.resume_checkpoint("never") is None
 
 
@@ -176,8 +177,10 @@ def test_resume_auto_without_checkpoints(tmp_path):
 def test_explicit_checkpoint(tmp_path):
     run = RunDir(cfg_for(tmp_path))
     run.start()
+    import torch
+
     ckpt = tmp_path / "elsewhere.ckpt"
-    ckpt.write_text("x")
+    torch.save({"global_step": 3}, ckpt)
     assert run.resume_checkpoint(str(ckpt)) == str(ckpt)
     missing = tmp_path / "missing.ckpt"
     with pytest.raises(UserError) as info:

@@ -19,6 +19,7 @@ import math
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import lightning as L
@@ -34,6 +35,7 @@ from lit_knowledge.methods import METHODS
 from lit_knowledge.models.build import build_tiny_llama, save_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.tokenizer import train_word_tokenizer
+from lit_knowledge.run import global_rank
 
 READER_REPORT = "reader.json"
 # The bars a reader must clear (issue: competent reader that does not know the stream).
@@ -159,6 +161,10 @@ def ensure_reader(cfg) -> Path:
     """The cached reader for this config, pretrained first when it is not there yet."""
     path = reader_dir(cfg)
     if (path / READER_REPORT).exists():
+        return path
+    if global_rank() != 0:  # in a multi-process launch rank zero pretrains; the others wait for its result
+        while not (path / READER_REPORT).exists():
+            time.sleep(5)
         return path
     print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
           f"it is cached in {path}", file=sys.stderr)

@@ -1,0 +1,59 @@
+"""Preemption: save at a batch boundary on SIGUSR1, requeue the SLURM job, stop; resume on the next start.
+
+SLURM sends SIGUSR1 some time before a job's end (`#SBATCH --signal=SIGUSR1@120`). Lightning's own
+handler writes a checkpoint from inside the signal handler, which can land between an optimiser step
+and the end of its batch. Here the handler only raises a flag; at the end of the current batch (after
+the stream position and any step-end evaluation are recorded) every rank agrees to stop, rank zero
+writes `hpc_ckpt_<step>.ckpt` into the run directory and runs `scontrol requeue <job>`, and the run
+directory is marked `requeued`. The requeued job runs the same command, and `--resume auto` picks the
+newest checkpoint by global step (see lit_knowledge/run.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import lightning as L
+
+
+def slurm_job_id(env=os.environ) -> str | None:
+    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
+        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+    return env.get("SLURM_JOB_ID")
+
+
+class RequeueOnSignal(L.Callback):
+    def __init__(self, run_dir, signum: int = signal.SIGUSR1):
+        self.run_dir = run_dir
+        self.signum = signum
+        self.requested = False
+        self.requeued = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        self.requested = True
+
+    def on_fit_start(self, trainer, pl_module):
+        self._previous = signal.signal(self.signum, self._handler)
+
+    def on_fit_end(self, trainer, pl_module):
+        if self._previous is not None:
+            signal.signal(self.signum, self._previous)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
+        if not stop:
+            return
+        path = self.run_dir / f"hpc_ckpt_{trainer.global_step}.ckpt"
+        trainer.save_checkpoint(str(path))
+        if trainer.is_global_zero:
+            job = slurm_job_id()
+            if job:
+                result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+                status = "requeued" if result.returncode == 0 else f"scontrol failed ({result.returncode})"
+                print(f"lit_knowledge: checkpoint {path}; job {job} {status}", file=sys.stderr)
+        self.requeued = True
+        trainer.should_stop = True

@@ -40,6 +40,18 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+def quiet_libraries() -> None:
+    """Keep the console for what matters: Lightning's start-up banners and known-harmless warnings off."""
+    import logging
+    import warnings
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    for pattern in (".*LeafSpec.*", ".*does not have many workers.*", ".*is_gradient_checkpointing.*",
+                    ".*modules? in eval mode.*", ".*litlogger.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+
+
 def build_logger(cfg, run):
     """The configured Lightning logger (or False); W&B reuses the run id kept in run_meta.json."""
     backend = cfg.logger.backend
@@ -145,6 +157,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     from lit_knowledge.slurm import check_allocation
 
     check_allocation(cfg.trainer)
+    quiet_libraries()
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     started = time.perf_counter()
     # Everything that can reject the input (data files, model, method settings) runs before the run

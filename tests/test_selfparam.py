@@ -75,3 +75,48 @@ def test_full_finetuning_needs_a_cached_teacher():
     with pytest.raises(UserError, match="method.teacher=cached"):
         load_config([], TINY + ["model.lora.enabled=false"])
     load_config([], TINY + ["model.lora.enabled=false", "method.teacher=cached"])
+
+
+def test_single_setting_resets_the_student_to_the_base_model():
+    m = method("method.reset_each_step=true")
+    ids = torch.tensor([m.training_examples(m.stream.steps[0])[0]["input_ids"]])
+    with torch.no_grad():
+        before = m.model(input_ids=ids).logits
+    for p in m.model.parameters():  # pretend an injection happened: move every adapter weight
+        if p.requires_grad:
+            p.data.add_(0.1)
+    with torch.no_grad():
+        assert not torch.allclose(m.model(input_ids=ids).logits, before, atol=1e-4)
+
+    class Strategy:  # after_evaluation rebuilds the optimiser through the trainer's strategy
+        def setup_optimizers(self, trainer):
+            self.called = True
+
+    class Trainer:
+        strategy = Strategy()
+
+    m._trainer = Trainer()
+    m.after_evaluation(0)
+    with torch.no_grad():
+        assert torch.allclose(m.model(input_ids=ids).logits, before, atol=1e-5)
+    assert m._trainer.strategy.called
+
+
+def test_cached_teacher_gives_the_same_loss_as_the_live_teacher():
+    live = method()
+    cached = method("method.teacher=cached")
+    cached.model.load_state_dict(live.model.state_dict())
+    for m in (live, cached):
+        m.log = lambda *a, **k: None
+    dm_live, dm_cached = live.datamodule(), cached.datamodule()
+    dm_live.setup()
+    dm_cached.setup()
+
+    class Trainer:
+        datamodule = dm_cached
+
+    cached._trainer = Trainer()
+    batch = dm_live._dataset[0]
+    a = live.training_step(batch, 0)
+    b = cached.training_step(dm_cached._dataset[0], 0)
+    assert torch.allclose(a, b, atol=1e-5)

@@ -68,7 +68,7 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None):
         if self._dataset is None:
-            per_step = [self.method.training_examples(step) for step in self.stream.steps]
+            per_step = [self.method.training_examples(unit) for unit in self.method.stream_units()]
             plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed)
             self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id)
 

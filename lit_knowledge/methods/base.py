@@ -61,8 +61,9 @@ class KnowledgeMethod(L.LightningModule):
         if model is None:
             model, tokenizer = load_model(cfg)
         self.model, self.tokenizer = model, tokenizer
+        self.model.train()  # from_pretrained returns a model in eval mode
         self.stream = load_stream(cfg)
-        self.protocol = StreamProtocol(self.stream, cfg.eval, cfg.run.seed)
+        self.protocol = self.make_protocol()
         self.history: list[dict] = []
         self.step_times: list[float] = []
         self.batches_done = 0  # position in the stream's batch plan (a resumed run skips these)
@@ -72,6 +73,14 @@ class KnowledgeMethod(L.LightningModule):
         self.progress = cfg.trainer.enable_progress_bar
 
     # ------------------------------------------------------------------------------ hooks to override
+
+    def make_protocol(self):
+        """The evaluation protocol for this method's stream (edit methods return an edit protocol)."""
+        return StreamProtocol(self.stream, self.cfg.eval, self.cfg.run.seed)
+
+    def stream_units(self) -> list:
+        """What the stream walk iterates over: the knowledge stream's steps (edit methods: the edits)."""
+        return self.stream.steps
 
     def training_examples(self, step) -> Dataset:
         return encode_all(self.tokenizer, [], self.cfg.data.max_length)

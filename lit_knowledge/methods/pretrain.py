@@ -168,6 +168,9 @@ def ensure_reader(cfg) -> Path:
         return path
     print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
           f"it is cached in {path}", file=sys.stderr)
+    from lit_knowledge.train import quiet_libraries
+
+    quiet_libraries()
     module = PretrainReader(cfg)
     trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
                         logger=False, enable_checkpointing=False, enable_model_summary=False,

@@ -1,0 +1,234 @@
+"""The sequential-editing protocol (DESIGN.md §4.4), shared by every editor (`oedit`, `ft_l`, `alphaedit`).
+
+T edits are applied one at a time. At checkpoints along the stream (after the edit counts in
+`eval_at`, by default 1, 2, 5, 10, 20, 50, ... and always the last) *every edit so far* is asked of the
+current model, teacher-forced, EasyEdit-style (`metrics.token_match`):
+
+- reliability:    argmax on the edit prompt against the tokens of target_new;
+- generalization: argmax on each paraphrase against the tokens of target_new;
+- locality:       argmax on each locality prompt + its answer, against the PRE-EDIT model's argmax at the
+                  same positions (recorded once, before the first edit; 1.0 = the prediction is unchanged);
+- portability:    argmax on each portability question against the tokens of its answer (where present);
+- general ability: held-out language-model loss (`method.lm_loss`).
+
+Prompt formatting depends on the data source, decided in one place (`prompt_style`): the synthetic
+world's edits are questions, answered as the reader was trained to (`qa_prompt(prompt)` -> " answer");
+CounterFact / zsRE / MQuAKE prompts are cloze prompts (prompt -> " target"). Training an edit and
+scoring it use the same encoding (`encode_edit_pair`): the target's tokens only, no end-of-sequence.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt
+from lit_knowledge.evaluation.metrics import edit_scores, mean, token_match
+
+QA_STYLE_SOURCES = ("world_edits",)
+
+
+# ------------------------------------------------------------------------------------------- formatting
+
+
+def prompt_style(source: str) -> str:
+    """'qa' for sources whose edit prompts are questions (the synthetic world), else 'cloze'."""
+    return "qa" if source in QA_STYLE_SOURCES else "cloze"
+
+
+def format_prompt(style: str, prompt: str) -> str:
+    if style == "qa":
+        return qa_prompt(prompt)
+    if style == "cloze":
+        return prompt
+    raise ValueError(f"unknown prompt style {style!r}")
+
+
+def encode_edit_pair(tokenizer, style: str, prompt: str, target: str, max_length: int = 256) -> dict:
+    """Token ids of the formatted prompt followed by " " + target; labels score the target's tokens only.
+
+    Over-long examples lose tokens from the left of the prompt, never from the target.
+    """
+    prompt_ids = tokenizer(format_prompt(style, prompt), add_special_tokens=False)["input_ids"]
+    target_ids = tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    if not target_ids:
+        raise ValueError(f"target {target!r} has no tokens")
+    prompt_ids = prompt_ids[-max(1, max_length - len(target_ids)):]
+    return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + target_ids}
+
+
+@torch.no_grad()
+def teacher_forced_argmax(model, rows: list[dict], pad_id: int, batch_size: int = 32,
+                          device=None) -> list[list[int]]:
+    """For each encoded row, the model's argmax prediction at every scored position (aligned with its labels)."""
+    if not rows:
+        return []
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start:start + batch_size]
+        batch = collate(chunk, pad_id)
+        ids, mask = batch["input_ids"], batch["attention_mask"]
+        if device is not None:
+            ids, mask = ids.to(device), mask.to(device)
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        pred = logits[:, :-1].argmax(-1).cpu()  # position t predicts token t + 1
+        labels = batch["labels"][:, 1:]
+        for i in range(len(chunk)):
+            out.append(pred[i][labels[i] != IGNORE].tolist())
+    model.train(was_training)
+    return out
+
+
+def target_tokens(row: dict) -> list[int]:
+    return [t for t in row["labels"][1:] if t != IGNORE]
+
+
+# ------------------------------------------------------------------------------------------- schedule
+
+
+def default_eval_at(num_edits: int) -> list[int]:
+    """Log-spaced edit counts 1, 2, 5, 10, 20, 50, ... below num_edits, plus num_edits itself."""
+    counts, scale = [], 1
+    while scale < num_edits:
+        counts += [c * scale for c in (1, 2, 5) if c * scale < num_edits]
+        scale *= 10
+    return counts + [num_edits] if num_edits > 0 else []
+
+
+# ------------------------------------------------------------------------------------------- protocol
+
+
+class EditProtocol:
+    """Evaluates all edits so far at the checkpoints of an edit stream; one history row per edit.
+
+    `record_pre_edit(model)` must run once before the first edit (the editors do it when training
+    starts); its result is part of `state()`, which the editors keep in their checkpoints, so a resumed
+    run scores locality against the same pre-edit predictions.
+    """
+
+    def __init__(self, stream, style: str, tokenizer, eval_cfg, eval_at: list[int] | None = None,
+                 max_length: int = 256):
+        self.edits = list(stream.edits)
+        self.style, self.tokenizer, self.cfg, self.max_length = style, tokenizer, eval_cfg, max_length
+        n = len(self.edits)
+        wanted = default_eval_at(n) if eval_at is None else [int(c) for c in eval_at]
+        self.eval_at = sorted({c for c in wanted if 1 <= c <= n} | ({n} if n else set()))
+        self.heldout = list(stream.heldout_texts[: eval_cfg.lm_loss_texts])
+        self.pre_edit_locality: list[list[list[int]]] | None = None  # [edit][locality prompt] -> argmax ids
+
+    # ------------------------------------------------------------------------------ encoding
+
+    def encode(self, prompt: str, target: str) -> dict:
+        return encode_edit_pair(self.tokenizer, self.style, prompt, target, self.max_length)
+
+    def _locality_rows(self, edits) -> list[dict]:
+        return [self.encode(p, a) for e in edits for p, a in e.locality]
+
+    # ------------------------------------------------------------------------------ state
+
+    def record_pre_edit(self, model, device=None) -> None:
+        """The unedited model's argmax on every edit's locality prompts (teacher-forced on the answer)."""
+        preds = teacher_forced_argmax(model, self._locality_rows(self.edits), self.tokenizer.pad_token_id,
+                                      self.cfg.batch_size, device)
+        it = iter(preds)
+        self.pre_edit_locality = [[next(it) for _ in e.locality] for e in self.edits]
+
+    def state(self) -> dict:
+        return {"pre_edit_locality": self.pre_edit_locality}
+
+    def load_state(self, state: dict) -> None:
+        self.pre_edit_locality = state.get("pre_edit_locality")
+
+    # ------------------------------------------------------------------------------ scores
+
+    def scores(self, model, n: int, device=None) -> dict:
+        """Per-edit scores of the first n edits on `model`: lists for `metrics.edit_scores`, plus examples."""
+        edits = self.edits[:n]
+        rows, owners = [], []  # owners[i] = (edit index, kind)
+
+        def add(i, kind, prompt, target):
+            rows.append(self.encode(prompt, target))
+            owners.append((i, kind))
+
+        for i, e in enumerate(edits):
+            add(i, "reliability", e.prompt, e.target_new)
+            for p in e.paraphrases:
+                add(i, "generalization", p, e.target_new)
+            for p, a in e.locality:
+                add(i, "locality", p, a)
+            for q, a in e.portability:
+                add(i, "portability", q, a)
+        preds = teacher_forced_argmax(model, rows, self.tokenizer.pad_token_id, self.cfg.batch_size, device)
+        per = {kind: [[] for _ in edits] for kind in ("reliability", "generalization", "locality", "portability")}
+        seen_locality = [0] * len(edits)
+        for (i, kind), row, pred in zip(owners, rows, preds):
+            if kind == "locality":
+                if self.pre_edit_locality is None:
+                    raise RuntimeError("record_pre_edit(model) must run before the first edit")
+                reference = self.pre_edit_locality[i][seen_locality[i]]
+                seen_locality[i] += 1
+            else:
+                reference = target_tokens(row)
+            per[kind][i].append(token_match(pred, reference))
+        first = [(edits[i].prompt, edits[i].target_new, self.tokenizer.decode(pred).strip())
+                 for (i, kind), pred in zip(owners, preds) if kind == "reliability" and i < 5]
+        return {
+            "reliability": [s[0] for s in per["reliability"]],
+            "generalization": [s or None for s in per["generalization"]],
+            "locality": [s or None for s in per["locality"]],
+            "portability": [s or None for s in per["portability"]],
+            "examples": first,
+        }
+
+    def evaluate(self, method, k: int) -> dict:
+        """One history row after edit k (0-based). Only at the checkpoints is the model asked anything."""
+        n = k + 1
+        row = {"step": k, "edits": n, "evaluated": n in self.eval_at}
+        if not row["evaluated"]:
+            return row
+        device = getattr(method, "device", None)
+        per = self.scores(method.model, n, device)
+        row.update(edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"]))
+        row["lm_loss"] = method.lm_loss(self.heldout)
+        row["examples"] = per["examples"]
+        return row
+
+
+# ------------------------------------------------------------------------------------------- summary
+
+METRICS = ("reliability", "generalization", "locality", "portability", "lm_loss")
+
+
+def summarize_edits(history: list[dict], timings: list[float], extra_storage_bytes: int,
+                    wall_time_s: float) -> dict:
+    """`metrics` (final checkpoint, i.e. all T edits on the final model) and `curves` against the edit count.
+
+    Curves have one entry per checkpoint; `update_time_s` there is the mean time per edit of the edits since
+    the previous checkpoint. `timings.update_time_s` keeps the time of every single edit.
+    """
+    rows = [r for r in history if r.get("evaluated")]
+    metrics = {name: (rows[-1].get(name) if rows else None) for name in METRICS}
+    metrics.update({
+        "num_edits": history[-1]["edits"] if history else 0,
+        "wall_time_s": wall_time_s,
+        "update_time_per_step_s": mean(timings) if timings else 0.0,
+        "extra_storage_bytes": extra_storage_bytes,
+        "time_per_edit_first": timings[0] if timings else None,
+        "time_per_edit_last": timings[-1] if timings else None,
+    })
+    curves: dict = {"step": [r["edits"] for r in rows]}
+    for name in METRICS:
+        curves[name] = [r.get(name) for r in rows]
+    spans, previous = [], 0
+    for r in rows:
+        spans.append(mean(timings[previous:r["edits"]]))
+        previous = r["edits"]
+    curves["update_time_s"] = spans
+    # Method-specific numbers a row carries (e.g. O-Edit's basis sizes) become curves too.
+    extra = sorted({key for r in rows for key, v in r.items()
+                    if key not in METRICS and key not in ("step", "edits", "evaluated", "n_edits")
+                    and isinstance(v, (int, float)) and not isinstance(v, bool)})
+    for name in extra:
+        curves[name] = [r.get(name) for r in rows]
+    return {"metrics": metrics, "curves": curves, "timings": {"update_time_s": list(timings)}}

@@ -198,16 +198,21 @@ def run_plain(cfg, model, init_state, batches, device, seed: int) -> dict:
 
 def overhead(steps: int = 20, batch_size: int = 16, repeats: int = 3, warmup: int = 3, logger: str = "csv",
              progress_bar: bool = False, overrides: list[str] = (), seed: int = 0, verbose: bool = True) -> dict:
-    """Time Lightning vs a plain loop; return the figures (seconds per step are medians over repeats)."""
+    """Time Lightning vs a plain loop; return the figures (seconds per step are medians over repeats).
+
+    `overrides` are config `key=value` strings applied last (e.g. `trainer.log_every_n_steps=50`).
+    """
+    from lit_knowledge.errors import UserError
+
+    if steps < 1 or repeats < 1 or warmup < 0 or batch_size < 1:
+        raise UserError("--steps, --repeats and --batch-size must be >= 1 and --warmup >= 0")
+    if logger not in ("csv", "none"):
+        raise UserError(f"--logger {logger}: choose csv or none")
     import lightning
     import torch
 
     from lit_knowledge.models import load_model
 
-    if steps < 1 or repeats < 1 or warmup < 0 or batch_size < 1:
-        from lit_knowledge.errors import UserError
-
-        raise UserError("--steps, --repeats and --batch-size must be >= 1 and --warmup >= 0")
     say = print if verbose else (lambda *a, **k: None)
     threads = torch.get_num_threads()
     load_before = _loadavg()
@@ -341,9 +346,9 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    from lit_knowledge.errors import UserError
-
     import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import: quiet them afterwards)
+
+    from lit_knowledge.errors import UserError
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips

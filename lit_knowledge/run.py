@@ -97,9 +97,10 @@ class RunDir:
                     f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
                     "set run.name to start a new run, or pass --resume never to overwrite it"
                 )
+        ckpt = self.resume_checkpoint(resume)  # checked before anything is written
         if not self.writer:  # other ranks read what rank zero wrote (the W&B id) and resume the same checkpoint
             self.meta = self._read_meta()
-            return self.resume_checkpoint(resume)
+            return ckpt
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         if resume == "never":
@@ -120,7 +121,7 @@ class RunDir:
                 jobs.append(job)
         write_atomic(self.path / "config.yaml", to_yaml(self.cfg))
         self.save_meta()
-        return self.resume_checkpoint(resume)
+        return ckpt
 
     def finish(self, status: str = "completed") -> None:
         if not self.writer:
@@ -153,8 +154,14 @@ class RunDir:
         if resume != "auto":
             if not Path(resume).is_file():
                 raise UserError(f"checkpoint {resume} not found; pass an existing .ckpt file or --resume auto")
-            if checkpoint_step(resume) is None:
+            meta = read_checkpoint(resume)
+            if meta is None:
                 raise UserError(f"checkpoint {resume} is truncated or corrupt; pass another one or --resume auto")
+            if meta[1] is not None:
+                changes = _diff(identity(OmegaConf.create(meta[1])), identity(self.cfg))
+                if changes:
+                    raise UserError(f"checkpoint {resume} was made with a different config ({'; '.join(changes[:3])}); "
+                                    "resume it with its own config (its run directory's config.yaml)")
             return resume
         candidates = list(self.checkpoints.glob("*.ckpt")) + list(self.path.glob("hpc_ckpt_*.ckpt"))
         readable = []
@@ -167,8 +174,8 @@ class RunDir:
         return max(readable)[2] if readable else None
 
 
-def checkpoint_step(path: str | Path) -> int | None:
-    """The global step stored in a Lightning checkpoint, or None when the file cannot be read.
+def read_checkpoint(path: str | Path) -> tuple[int, dict | None] | None:
+    """(global step, the config it was made with or None) of a Lightning checkpoint; None when unreadable.
 
     The file is memory-mapped, so the weights are not read: cheap even for a large model.
     """
@@ -176,6 +183,11 @@ def checkpoint_step(path: str | Path) -> int | None:
 
     try:
         ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
-        return int(ckpt["global_step"])
+        return int(ckpt["global_step"]), ckpt.get("lit_knowledge", {}).get("config")
     except Exception:  # truncated zip, bad pickle, missing key: all mean "not usable"
         return None
+
+
+def checkpoint_step(path: str | Path) -> int | None:
+    meta = read_checkpoint(path)
+    return None if meta is None else meta[0]

@@ -155,3 +155,18 @@ def test_two_process_ddp_on_cpu(tmp_path, reader_cache):
     results = json.loads((d / "results.json").read_text())
     assert meta["status"] == "completed"
     assert results["metrics"]["num_steps"] == 2 and results["metrics"]["efficacy_f1"] is not None
+
+
+def test_explicit_checkpoint_of_another_config_is_refused(tmp_path):
+    from lit_knowledge.config import to_dict
+
+    cfg = load_config([], [f"run.root={tmp_path}", "run.name=r"])
+    other = load_config([], [f"run.root={tmp_path}", "run.name=r", "data.batch_size=3"])
+    ckpt = tmp_path / "other.ckpt"
+    torch.save({"global_step": 2, "lit_knowledge": {"config": to_dict(other)}}, ckpt)
+    run = RunDir(cfg)
+    run.start("never")
+    with pytest.raises(UserError, match="data.batch_size"):
+        run.resume_checkpoint(str(ckpt))
+    torch.save({"global_step": 2, "lit_knowledge": {"config": to_dict(cfg)}}, ckpt)
+    assert run.resume_checkpoint(str(ckpt)) == str(ckpt)

@@ -5,4 +5,4 @@ from lit_knowledge.registry import Registry
 METHODS: Registry = Registry("method")
 
 # Importing the method modules registers them.
-from lit_knowledge.methods import baselines, pretrain, selfparam  # noqa: E402, F401
+from lit_knowledge.methods import baselines, oedit, pretrain, selfparam  # noqa: E402, F401

@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from datasets import Dataset
 
-from lit_knowledge.config import MethodParams
+from lit_knowledge.config import MethodParams, to_dict
 from lit_knowledge.data.prompts import encode_example, qa_prompt
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.evaluation.protocol import StreamProtocol, summarize
@@ -166,6 +166,7 @@ class KnowledgeMethod(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["lit_knowledge"] = {
+            "config": to_dict(self.cfg),  # a checkpoint says what made it, even away from its run directory
             "history": self.history,
             "step_times": self.step_times,
             "batches_done": self.batches_done,

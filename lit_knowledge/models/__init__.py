@@ -18,4 +18,7 @@ def load_model(cfg):
         from lit_knowledge.methods.pretrain import ensure_reader
 
         return load_pretrained(cfg.model, str(ensure_reader(cfg)))
-    return load_pretrained(cfg.model)
+    from lit_knowledge.models.provision import resolve_model_name
+
+    # 'smollm2' (provisioned offline by `make provision-smollm`), '~/path', or a hub id / directory
+    return load_pretrained(cfg.model, resolve_model_name(name, cfg.run.cache_dir))

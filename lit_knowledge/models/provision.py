@@ -15,8 +15,9 @@ never seen. Any config then uses it with ``model.name=<that absolute path>``; th
     python -m lit_knowledge.models.provision smollm2 [--out DIR] [--force]
 
 `provisioned_path("smollm2")` returns the checkpoint directory, or None when it is not there yet.
-`model.name=smollm2` is not a symbolic name of `load_model`: pass the printed path (load_pretrained
-does not expand `~`, so give it absolute).
+`model.name=smollm2` is not (yet) a symbolic name of `load_model`, and load_pretrained does not expand
+`~`: pass the printed absolute path, e.g. ``model.name=$(python -m lit_knowledge.models.provision smollm2)``
+(instant once provisioned). `resolve_model_name` does the mapping for whoever wires it into load_model.
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ def provisioned_path(name: str = "smollm2", cache_dir: Optional[str] = None) -> 
     """The provisioned checkpoint directory of `name`, or None when it has not been provisioned."""
     path = model_dir(name, cache_dir)
     return path if _complete(path) else None
+
+
+def resolve_model_name(name: str, cache_dir: Optional[str] = None) -> str:
+    """`model.name` with a provisionable symbolic name ('smollm2') replaced by its checkpoint path.
+
+    Any other name comes back unchanged, with a leading `~` expanded when it names an existing path.
+    `lit_knowledge.models.load_model` calls it, so `model.name=smollm2` works once provisioned.
+    """
+    if name in MODELS:
+        path = provisioned_path(name, cache_dir)
+        if path is None:
+            raise UserError(f"model.name={name}: the model is not provisioned yet; run `make provision-smollm` "
+                            f"(or `python -m lit_knowledge.models.provision {name}`)")
+        return str(path)
+    expanded = os.path.expanduser(name)
+    return expanded if expanded != name and os.path.exists(expanded) else name
 
 
 # ---------------------------------------------------------------------------------------------- the GGUF file

@@ -1,0 +1,363 @@
+"""O-Edit, O-Edit+, FT-L and AlphaEdit on tiny models, and the edit protocol on a scripted fake."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import CONFIGS
+from omegaconf import OmegaConf
+
+from lit_knowledge import train
+from lit_knowledge.config import load_config
+from lit_knowledge.data.records import Edit
+from lit_knowledge.data.streams import EditStream
+from lit_knowledge.evaluation.edit_protocol import (EditProtocol, default_eval_at, encode_edit_pair, prompt_style,
+                                                    summarize_edits)
+from lit_knowledge.methods import METHODS
+from lit_knowledge.methods.oedit import core_directions, extend_basis, orthonormal_rows, project_out
+
+TINY = ["model.name=tiny", "data.source=world_edits", "data.world.num_background=30", "data.world.num_organisations=8",
+        "data.num_edits=3", "eval.lm_loss_texts=4", "logger.backend=none", "trainer.enable_progress_bar=false",
+        "model.tiny.num_layers=2", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
+        "model.tiny.num_heads=4", "model.tiny.num_kv_heads=4"]
+
+
+def make(method: str, *overrides: str):
+    cfg = load_config([], [f"method.name={method}", *TINY, *overrides])
+    torch.manual_seed(0)
+    m = METHODS.get(method)(cfg)
+    dm = m.datamodule()
+    dm.setup()
+    m._batches = dm._dataset  # one planned batch per edit
+    return m
+
+
+def apply(m, k: int, optimizer=None) -> None:
+    """Edit k outside a Trainer: what training_step + finish_step do inside one."""
+    batch = m._batches[k]
+    assert batch["stream_step"] == k and batch["last_in_step"]
+    if hasattr(m, "apply_edit"):
+        m.apply_edit(batch, optimizer, lambda loss: loss.backward())
+    else:
+        m.log = lambda *a, **kw: None
+        m.training_step(batch, k)
+    m.finish_step(k)
+
+
+def weight(m) -> torch.Tensor:
+    (w,) = m.weights().values()
+    return w.detach().clone()
+
+
+def logits_on(m, k: int) -> torch.Tensor:
+    """Edit k's output: the logits that predict target_new's tokens on its prompt (what reliability reads)."""
+    e = m.stream.edits[k]
+    row = encode_edit_pair(m.tokenizer, m.style, e.prompt, e.target_new, 256)
+    scored = torch.tensor(row["labels"][1:]) != -100
+    with torch.no_grad():
+        return m.model(input_ids=torch.tensor([row["input_ids"]])).logits[0, :-1][scored]
+
+
+# ------------------------------------------------------------------------------------------ linear algebra
+
+
+@pytest.mark.parametrize("side", ["input", "output"])
+def test_projection_leaves_the_gradient_orthogonal_to_the_basis(side):
+    g = torch.Generator().manual_seed(0)
+    grad = torch.randn(24, 40, generator=g)
+    dim = 40 if side == "input" else 24
+    basis = orthonormal_rows(torch.randn(7, dim, generator=g))
+    projected = project_out(grad, basis, side)
+    overlap = projected @ basis.T if side == "input" else basis @ projected
+    assert overlap.abs().max() < 1e-5
+    # what is left of the gradient is untouched: projecting twice changes nothing
+    assert torch.allclose(project_out(projected, basis, side), projected, atol=1e-5)
+
+
+def test_core_directions_cover_the_energy_and_extend_an_orthonormal_basis():
+    g = torch.Generator().manual_seed(1)
+    u = orthonormal_rows(torch.randn(4, 20, generator=g)).T
+    v = orthonormal_rows(torch.randn(4, 30, generator=g))
+    delta = u @ torch.diag(torch.tensor([4.0, 2.0, 1.0, 0.1])) @ v  # energy shares 16, 4, 1, 0.01 of 21.01
+    assert core_directions(delta, 0.5, "input").shape == (1, 30)
+    assert core_directions(delta, 0.95, "input").shape == (2, 30)
+    assert core_directions(delta, 0.99, "output").shape == (3, 20)
+    assert core_directions(delta, 1.0, "input").shape == (4, 30)
+    assert core_directions(delta, 1.0, "input", max_directions=2).shape == (2, 30)
+    basis = extend_basis(torch.zeros(0, 30), core_directions(delta, 0.95, "input"))
+    basis = extend_basis(basis, core_directions(delta, 1.0, "input"))  # two of the four are there already
+    assert basis.shape == (4, 30)
+    assert torch.allclose(basis @ basis.T, torch.eye(4), atol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ the editors
+
+
+def test_oedit_gradients_are_orthogonal_to_the_edit_basis_and_knowledge_subspace():
+    m = make("oedit", "method.steps=5")
+    m.prepare()
+    (name,) = m.edit_basis
+    assert m.knowledge_basis[name].shape[0] == 16  # rank q of the knowledge subspace
+    opt = m.configure_optimizers()
+    apply(m, 0, opt)
+    apply(m, 1, opt)
+    edit_basis, knowledge = m.edit_basis[name], m.knowledge_basis[name]
+    assert edit_basis.shape[0] > 0
+    assert (knowledge @ edit_basis.T).abs().max() < 1e-5  # its overlap with the edit basis removed
+    # a real gradient of the next edit, projected as apply_edit does
+    batch = m._batches[2]
+    m.model.zero_grad()
+    m.edit_loss(batch).backward()
+    w = m.weights()[name]
+    projected = m.projection(name, w.grad)
+    scale = w.grad.norm()
+    for basis in (edit_basis, knowledge):
+        assert (projected @ basis.T).abs().max() < 1e-6 * max(1.0, scale)
+    assert projected.norm() > 1e-3 * scale  # there is something left to learn with
+
+
+def test_a_second_edit_leaves_the_first_edits_output_unchanged_where_ft_l_changes_it():
+    common = ["method.optimizer=sgd", "method.lr=0.5", "method.steps=10", "method.stop_loss=0.0"]
+    changes = {}
+    for method, extra in (("oedit", ["method.energy=1.0"]), ("ft_l", [])):
+        m = make(method, *common, *extra)
+        m.prepare()
+        opt = m.configure_optimizers()
+        apply(m, 0, opt)
+        first = logits_on(m, 0)
+        before = weight(m)
+        loss_before = m.edit_loss(m._batches[1]).item()
+        apply(m, 1, opt)
+        assert (weight(m) - before).norm() > 1e-3  # the second edit did change the matrix ...
+        assert m.edit_loss(m._batches[1]).item() < loss_before - 0.1  # ... and learnt something
+        changes[method] = (logits_on(m, 0) - first).abs().max().item()
+    assert changes["oedit"] < 1e-4, changes
+    assert changes["ft_l"] > 1e-2, changes
+
+
+def test_oedit_plus_updates_are_orthogonal_to_every_earlier_update():
+    # energy < 1 leaves part of each update outside the edit basis: without O-Edit+ updates would overlap there
+    m = make("oedit", "method.plus=true", "method.energy=0.5", "method.steps=5", "data.num_edits=4")
+    m.prepare()
+    opt = m.configure_optimizers()
+    updates = []
+    for k in range(4):
+        before = weight(m)
+        apply(m, k, opt)
+        updates.append((weight(m) - before).flatten())
+    assert m.update_basis.n == 4
+    for i in range(4):
+        assert updates[i].norm() > 0
+        for j in range(i):
+            cos = torch.nn.functional.cosine_similarity(updates[i], updates[j], dim=0)
+            assert abs(cos.item()) < 1e-5, (i, j, cos.item())
+
+
+def _round_trip(m):
+    ckpt = {}
+    m.on_save_checkpoint(ckpt)
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    buf.seek(0)
+    return torch.load(buf, weights_only=True)  # what a checkpoint may hold: tensors, lists, dicts, numbers
+
+
+def test_bases_survive_a_checkpoint_round_trip_exactly():
+    m = make("oedit", "method.plus=true", "method.steps=4")
+    m.prepare()
+    opt = m.configure_optimizers()
+    apply(m, 0, opt)
+    apply(m, 1, opt)
+    ckpt = _round_trip(m)
+    fresh = make("oedit", "method.plus=true", "method.steps=4")
+    fresh.on_load_checkpoint(ckpt)
+    assert fresh.prepared
+    for key in ("edit_basis", "knowledge_basis"):
+        for name, basis in getattr(m, key).items():
+            assert basis.shape[0] > 0
+            assert torch.equal(getattr(fresh, key)[name], basis), key
+    assert torch.equal(fresh.update_basis.rows, m.update_basis.rows)
+    assert fresh.protocol.pre_edit_locality == m.protocol.pre_edit_locality
+    assert fresh.extra_storage_bytes() == m.extra_storage_bytes() > 0
+    fresh.prepare()  # restored state is not recomputed
+    assert torch.equal(fresh.knowledge_basis[name], m.knowledge_basis[name])
+
+
+def test_alphaedit_update_lives_in_the_null_space_and_is_checkpointed():
+    m = make("alphaedit", "method.value_steps=5", "method.layers=[0]")
+    m.prepare()
+    p = m.null_projector
+    assert 0 < torch.linalg.matrix_rank(p).item() < p.shape[0]
+    before = weight(m)
+    apply(m, 0)
+    delta = weight(m) - before
+    assert delta.norm() > 0
+    assert (delta @ (torch.eye(p.shape[0]) - p)).norm() < 1e-4 * delta.norm()
+    assert m.edited_key_cov.abs().sum() > 0
+    fresh = make("alphaedit", "method.value_steps=5", "method.layers=[0]")
+    fresh.on_load_checkpoint(_round_trip(m))
+    assert torch.equal(fresh.null_projector, p) and torch.equal(fresh.edited_key_cov, m.edited_key_cov)
+    assert fresh.extra_storage_bytes() == 2 * p.numel() * 4
+
+
+def test_ft_l_keeps_no_state_and_projects_nothing():
+    m = make("ft_l", "method.steps=3")
+    m.prepare()
+    assert m.extra_storage_bytes() == 0
+    g = torch.randn(5, 7)
+    assert m.projection("any", g) is g
+
+
+def test_editors_refuse_document_streams_and_sharded_strategies():
+    from lit_knowledge.errors import UserError
+
+    with pytest.raises(UserError, match="trainer.strategy"):
+        load_config([], ["method.name=oedit", *TINY, "trainer.strategy=fsdp"])
+    with pytest.raises(UserError, match="edits an edit stream"):
+        make("ft_l", "data.source=world")
+    with pytest.raises(UserError, match="exactly one matrix"):
+        load_config([], ["method.name=alphaedit", *TINY, "method.layers=[0,1]"])
+
+
+# ------------------------------------------------------------------------------------------ the protocol
+
+
+class WordTokenizer:
+    """Whitespace words -> ids, growing its vocabulary; 0 is padding."""
+
+    pad_token_id = 0
+
+    def __init__(self):
+        self.vocab = {"<pad>": 0}
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [self.vocab.setdefault(w, len(self.vocab)) for w in text.split()]}
+
+    def decode(self, ids):
+        words = {i: w for w, i in self.vocab.items()}
+        return " ".join(words[i] for i in ids)
+
+
+class ScriptedModel(torch.nn.Module):
+    """Predicts, after each prefix, the next word its script says (else <pad>)."""
+
+    def __init__(self, tokenizer, script: dict[str, str], vocab: int = 64):
+        super().__init__()
+        self.tok, self.vocab, self.dummy = tokenizer, vocab, torch.nn.Parameter(torch.zeros(1))
+        self.script = script
+
+    def forward(self, input_ids, attention_mask=None):
+        table = {tuple(self.tok(k)["input_ids"]): self.tok(v)["input_ids"][0] for k, v in self.script.items()}
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        for b, row in enumerate(input_ids.tolist()):
+            for t in range(len(row)):
+                logits[b, t, table.get(tuple(row[: t + 1]), 0)] = 1.0
+        return SimpleNamespace(logits=logits)
+
+
+def test_prompt_style_is_decided_by_the_source():
+    assert prompt_style("world_edits") == "qa"
+    for source in ("counterfact", "zsre", "mquake", "mquake_hops"):
+        assert prompt_style(source) == "cloze"
+    tok = WordTokenizer()
+    qa = encode_edit_pair(tok, "qa", "who is a ?", "x y")
+    assert tok.decode(qa["input_ids"]) == "Question: who is a ? Answer: x y"
+    assert qa["labels"][-2:] == tok("x y")["input_ids"] and qa["labels"][:-2] == [-100] * 6
+    cloze = encode_edit_pair(tok, "cloze", "a lives in", "x y")
+    assert tok.decode(cloze["input_ids"]) == "a lives in x y"
+
+
+def test_default_checkpoints_are_log_spaced_plus_the_last():
+    assert default_eval_at(1) == [1]
+    assert default_eval_at(7) == [1, 2, 5, 7]
+    assert default_eval_at(100) == [1, 2, 5, 10, 20, 50, 100]
+    assert default_eval_at(1000)[-3:] == [200, 500, 1000]
+
+
+def test_protocol_metrics_match_hand_computed_values():
+    tok = WordTokenizer()
+    edits = [
+        Edit("e0", "a lives in", "a", "x y", paraphrases=["b says a lives in", "c"], locality=[("e f", "u v")],
+             portability=[("g is", "w")]),
+        Edit("e1", "h lives in", "h", "z", locality=[("k l", "m n"), ("o", "p")]),
+    ]
+    stream = EditStream(edits, heldout_texts=["t1", "t2", "t3"])
+    eval_cfg = OmegaConf.create({"batch_size": 2, "lm_loss_texts": 2})
+    protocol = EditProtocol(stream, "cloze", tok, eval_cfg, eval_at=[2])
+    model = ScriptedModel(tok, {
+        # pre-edit predictions on the locality prompts (teacher-forced on their answers)
+        "e f": "u", "e f u": "q", "k l": "m", "k l m": "n", "o": "p",
+    })
+    protocol.record_pre_edit(model)
+    assert protocol.pre_edit_locality == [[tok("u q")["input_ids"]], [tok("m n")["input_ids"], tok("p")["input_ids"]]]
+    model.script = {
+        "a lives in": "x", "a lives in x": "q",  # reliability of e0: 1 of 2 tokens
+        "b says a lives in": "x", "b says a lives in x": "y", "c": "x",  # paraphrases: 2/2 and 1/2
+        "e f": "u", "e f u": "v",  # locality: now "u v" where it said "u q": 1 of 2 agree
+        "g is": "w",  # portability: 1/1
+        "h lives in": "z",  # e1 reliability 1/1
+        "k l": "m", "k l m": "q", "o": "p",  # e1 locality: 1/2 and 1/1
+    }
+    fake = SimpleNamespace(model=model, lm_loss=lambda texts: float(len(texts)))
+    assert protocol.evaluate(fake, 0) == {"step": 0, "edits": 1, "evaluated": False}
+    row = protocol.evaluate(fake, 1)
+    assert row["evaluated"] and row["n_edits"] == 2
+    assert row["reliability"] == pytest.approx((0.5 + 1.0) / 2)
+    assert row["generalization"] == pytest.approx((1.0 + 0.5) / 2)  # e1 has no paraphrase
+    assert row["locality"] == pytest.approx((0.5 + (0.5 + 1.0) / 2) / 2)
+    assert row["portability"] == pytest.approx(1.0)  # e1 has none
+    assert row["lm_loss"] == 2.0  # eval.lm_loss_texts of the held-out texts
+    assert row["examples"][0] == ("a lives in", "x y", "x q")
+
+    history = [{"step": 0, "edits": 1, "evaluated": False}, row]
+    out = summarize_edits(history, [0.5, 0.25], extra_storage_bytes=12, wall_time_s=3.0)
+    assert out["metrics"]["reliability"] == row["reliability"]
+    assert out["metrics"]["time_per_edit_first"] == 0.5 and out["metrics"]["time_per_edit_last"] == 0.25
+    assert out["metrics"]["update_time_per_step_s"] == pytest.approx(0.375)
+    assert out["metrics"]["extra_storage_bytes"] == 12 and out["metrics"]["num_edits"] == 2
+    assert out["curves"]["step"] == [2] and out["curves"]["update_time_s"] == [pytest.approx(0.375)]
+    assert out["timings"]["update_time_s"] == [0.5, 0.25]
+
+
+# ------------------------------------------------------------------------------------------ configs and runs
+
+WORLD_CONFIGS = ["oedit.yaml", "oedit_plus.yaml", "ft_l.yaml", "alphaedit.yaml", "bench_t1000.yaml"]
+REAL_CONFIGS = ["counterfact_smollm.yaml", "zsre_smollm.yaml", "mquake_smollm.yaml"]
+
+
+@pytest.mark.parametrize("name", WORLD_CONFIGS + REAL_CONFIGS)
+def test_dry_run_of_every_oedit_config(name, tmp_path, capsys):
+    path = CONFIGS / "oedit" / name
+    cfg = OmegaConf.load(path)
+    model = str(OmegaConf.select(cfg, "model.name"))
+    if name in REAL_CONFIGS and not Path(os.path.expanduser(model)).exists():
+        pytest.skip(f"{model} is not provisioned (python -m lit_knowledge.models.provision smollm2)")
+    code = train.main(["--config", str(path), f"run.root={tmp_path / 'runs'}", "logger.backend=none", "--dry-run"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"dry run ok: method={cfg.method.name}" in out
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["oedit", "alphaedit"])
+def test_end_to_end_run_writes_edit_results(method, tmp_path, capsys):
+    import json
+
+    code = train.main([f"method.name={method}", *TINY, f"run.root={tmp_path}", "method.eval_at=[1,3]",
+                       "trainer.accelerator=cpu"] + (["method.steps=5"] if method == "oedit" else
+                                                     ["method.value_steps=5"]))
+    assert code == 0, capsys.readouterr().err
+    (results,) = tmp_path.rglob("results.json")
+    r = json.loads(results.read_text())
+    assert r["kind"] == "edit"
+    for key in ("reliability", "generalization", "locality", "portability", "lm_loss", "wall_time_s",
+                "update_time_per_step_s", "extra_storage_bytes", "time_per_edit_first", "time_per_edit_last"):
+        assert key in r["metrics"], key
+    assert r["curves"]["step"] == [1, 3] and r["metrics"]["extra_storage_bytes"] > 0
+    assert len(r["timings"]["update_time_s"]) == 3

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from lit_knowledge.data.records import Document, Edit, Probe
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.data.streams import EditStream, KnowledgeStream, StreamStep
+from lit_knowledge.errors import UserError
 
 FIRST_NAMES = (
     "ada alma anton arlo basil bea cato cleo dara dov edda elio emil esme fenn flora gus hana ines ivo jana jory "
@@ -84,6 +85,8 @@ QUESTIONS = {
               "in which discipline does {name} work ?"),
 }
 PROBE_SPLIT = 2
+STREAM_POOL = 1000  # names reserved for stream people
+MIN_FRESH = 2000  # names left for freshly drawn people (reading practice, held-out text)
 TRANSFORMED = ("in which decade was {name} born ?", "during which decade was {name} born ?")
 INVERSE = ("who was born in {city} in {year} ?", "which person was born in {year} in {city} ?")
 COMPOSITIONAL = ("where and in what year was {name} born ?", "in which city and year was {name} born ?")
@@ -125,12 +128,18 @@ class World:
         names = [f"{a} {b}" for a in FIRST_NAMES for b in LAST_NAMES]
         rng.shuffle(names)
         n_stream = cfg.num_steps * cfg.entities_per_step
-        if cfg.num_background + n_stream > len(names) // 2:
-            raise ValueError(f"the world has room for {len(names) // 2} named people; lower data.world sizes")
+        if n_stream > STREAM_POOL:
+            raise UserError(f"data.world.num_steps x entities_per_step = {n_stream} people; the world has names for "
+                            f"{STREAM_POOL} stream people: lower one of them")
+        if cfg.num_background + STREAM_POOL + MIN_FRESH > len(names):
+            raise UserError(f"data.world.num_background={cfg.num_background} leaves too few fresh names for reading "
+                            f"practice; keep it <= {len(names) - STREAM_POOL - MIN_FRESH}")
+        # Names: background people first, then a fixed pool for stream people, then the rest, from which
+        # reading comprehension and held-out text draw fresh people. The pool's size does not depend on the
+        # stream's length, so one pretrained reader serves every stream of the same background.
         self.background = [self._person(rng, n) for n in names[: cfg.num_background]]
         self.stream_people = [self._person(rng, n) for n in names[cfg.num_background : cfg.num_background + n_stream]]
-        # Names never used by background or stream people: reading comprehension and held-out text draw here.
-        self.free_names = names[cfg.num_background + n_stream :]
+        self.free_names = names[cfg.num_background + STREAM_POOL :]
         self._stream_rng_seed = rng.randrange(2**31)
 
     def _person(self, rng: random.Random, name: str) -> Person:

@@ -225,8 +225,9 @@ def core_directions(delta: torch.Tensor, energy: float, side: str, max_direction
     u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
     if s.numel() == 0 or s[0] <= 0:
         return delta.new_zeros(0, delta.shape[1] if side == "input" else delta.shape[0]).float()
-    share = torch.cumsum(s**2, 0) / (s**2).sum()
-    r = int((share < energy - 1e-9).sum()) + 1
+    s2 = s.double() ** 2
+    share = torch.cumsum(s2, 0) / s2.sum()
+    r = int((share < energy - 1e-12).sum()) + 1  # energy 1.0: every direction above the noise floor
     r = min(r, int((s > rel_tol * s[0]).sum()))
     if max_directions:
         r = min(r, max_directions)
@@ -596,7 +597,8 @@ class OEdit(EditMethod):
                 for name, w in weights.items():
                     w.copy_(previous[name] + self.projection(name, w - previous[name]))
         else:
-            losses.append(self.edit_loss(batch).item())
+            with torch.no_grad():
+                losses.append(self.edit_loss(batch).item())
         return losses
 
     def finish_step(self, k: int) -> None:

@@ -47,8 +47,12 @@ def cache_root(cfg) -> Path:
 
 
 def reader_key(cfg) -> str:
-    return config_hash({"world": to_dict(cfg.data.world), "tiny": to_dict(cfg.model.tiny),
-                        "pretrain": to_dict(cfg.pretrain), "seed": cfg.run.seed})
+    """What shapes the reader: the world's background (not its stream), the model, pretraining, the seed."""
+    world = cfg.data.world
+    background = {"seed": world.seed, "num_background": world.num_background,
+                  "num_organisations": world.num_organisations}
+    return config_hash({"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": to_dict(cfg.pretrain),
+                        "seed": cfg.run.seed, "max_length": cfg.data.max_length})
 
 
 def reader_dir(cfg) -> Path:

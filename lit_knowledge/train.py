@@ -48,7 +48,8 @@ def quiet_libraries() -> None:
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
         logging.getLogger(name).setLevel(logging.WARNING)
     for pattern in (".*LeafSpec.*", ".*does not have many workers.*", ".*is_gradient_checkpointing.*",
-                    ".*modules? in eval mode.*", ".*litlogger.*"):
+                    ".*modules? in eval mode.*", ".*litlogger.*", ".*smaller than the logging interval.*",
+                    ".*`training_step` returned `None`.*"):
         warnings.filterwarnings("ignore", message=pattern)
 
 

@@ -111,3 +111,14 @@ def test_reading_examples_use_fresh_people():
         assert len(qa) == 4
         assert not any(name in context for name in known)
         assert all(a for _, a in qa)
+
+
+def test_the_training_qa_set_asks_facts_directly_and_never_derived_questions():
+    w = world(num_steps=1, entities_per_step=3)
+    step = w.stream().steps[0]
+    person = w.stream_people[0]
+    pairs = step.train_qa[step.documents[0].id]
+    assert len(pairs) == 8  # four relations, two wordings each
+    assert {a for _, a in pairs} == {person.city, str(person.year), person.org, person.field}
+    derived = {p.question for p in step.probes if p.kind in ("transformed", "inverse", "compositional", "multi_hop")}
+    assert derived and not derived & {q for q, _ in pairs}

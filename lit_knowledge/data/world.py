@@ -156,7 +156,10 @@ class World:
     def questions(self, person: Person, split: str = "all", known: list[Person] = ()) -> list[tuple[str, str, str]]:
         """(kind, question, answer) about `person`. split: 'train' wordings, 'probe' (held-out) wordings, or 'all'.
 
-        Inverse questions are asked only when no person in `known` shares the birth city and year.
+        The 'train' split (a document's QA set, what FT(S) and SELF-PARAM train on) asks each fact directly,
+        in two wordings; the derived questions (transformed, inverse, compositional, multi-hop) are only
+        ever probes, so they measure what a method makes of a fact beyond the trained string. Inverse
+        questions are asked only when no person in `known` shares the birth city and year.
         """
         lo, hi = {"train": (0, PROBE_SPLIT), "probe": (PROBE_SPLIT, None), "all": (0, None)}[split]
         out = []
@@ -165,6 +168,8 @@ class World:
             for i, template in enumerate(wordings):
                 kind = "efficacy" if i == 0 else "paraphrase"
                 out.append((kind, template.format(name=person.name), answer(person, relation)))
+        if split == "train":
+            return out
         half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
         fmt = vars(person)
         for template in TRANSFORMED[half]:

@@ -7,8 +7,9 @@ Both sides run, in one process, the project's pretraining step on the tiny model
 
 - lightning: `PretrainReader.training_step` / `configure_optimizers` (so `self.log("train/loss", ...)` runs
   every step) under a Trainer from `lit_knowledge.train.build_trainer` with the logger of
-  `lit_knowledge.train.build_logger` (CSVLogger into a temp dir unless `--logger none`), `log_every_n_steps`
-  and gradient clipping from the config, the progress bar off unless `--progress-bar`, no checkpointing;
+  `lit_knowledge.train.build_logger` (CSVLogger into a temp dir unless `--logger none`), the callbacks a run
+  gets (the SIGUSR1 requeue handler), `log_every_n_steps` and gradient clipping from the config, the
+  progress bar off unless `--progress-bar`, no checkpointing;
 - plain: the same model weights (built by `lit_knowledge.models.load_model`), the same AdamW + LambdaLR
   (from the same `PretrainReader.configure_optimizers`), and per step: batch to device, forward, loss,
   backward, `clip_grad_norm_(cfg.trainer.gradient_clip_val)`, optimiser step, scheduler step, zero_grad.
@@ -154,9 +155,18 @@ def run_lightning(cfg, module_cls, init_state, batches, log_dir: str, seed: int)
 
     t0 = time.perf_counter()
     logger = build_logger(cfg, SimpleNamespace(path=Path(log_dir)))
-    trainer = build_trainer(cfg, run=None, logger=logger, max_steps=len(batches), max_epochs=None)
+    # The callbacks `lit_knowledge.train.run_experiment` gives a run (the method's own, the SIGUSR1 requeue
+    # handler), then the clock; only the checkpoint callback (it needs a run directory) is left out.
+    callbacks = list(module.callbacks()) if hasattr(module, "callbacks") else []
+    try:
+        from lit_knowledge.requeue import RequeueOnSignal
+
+        callbacks.append(RequeueOnSignal(Path(log_dir)))
+    except ImportError:
+        pass
     clock = StepClock()
-    trainer.callbacks.append(clock)
+    trainer = build_trainer(cfg, run=None, logger=logger, max_steps=len(batches), max_epochs=None,
+                            callbacks=[*callbacks, clock], model=module.model)
     t1 = time.perf_counter()
     trainer.fit(module, train_dataloaders=loader)
     _sync(clock.device)

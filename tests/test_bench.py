@@ -60,7 +60,7 @@ def test_bench_never_writes_a_reader_into_the_cache(figures):
 def test_cli_prints_ratio_line_and_writes_json(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("LIT_KNOWLEDGE_CACHE", str(tmp_path / "cache"))
     out_json = tmp_path / "bench.json"
-    code = main(["overhead", "--steps", "2", "--repeats", "1", "--warmup", "1", "--batch-size", "2",
+    code = main(["overhead", "--steps", "1", "--repeats", "1", "--warmup", "0", "--batch-size", "2",
                  "--logger", "none", "--json", str(out_json), *SMALL])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()

@@ -110,6 +110,9 @@ class GradientEditParams(EditParams):
     lr: float = doc(1e-3, "Learning rate of the per-edit optimiser.")
     optimizer: str = doc("adam", "Per-edit optimiser; its state is reset at every edit.", choices=("adam", "sgd"))
     stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.")
+    max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
+                                              "matrices (null: no clipping). Editors optimise manually, so "
+                                              "trainer.gradient_clip_val does not apply to them.")
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -161,6 +164,10 @@ class AlphaEditParams(EditParams):
     value_lr: float = doc(0.5, "Learning rate of those steps.")
     value_weight_decay: float = doc(1e-3, "Weight of ||delta||^2 / ||v||^2 in the residual's objective.")
     clamp_norm_factor: float = doc(4.0, "The residual's norm is at most this times the norm of the layer's output.")
+    key_position: str = doc("subject_last", "Tokens whose keys and values are edited: subject_last (the subject's "
+                                            "last token, where ROME / MEMIT / AlphaEdit locate facts) or "
+                                            "target_predictors (each token that predicts a token of target_new).",
+                            choices=("subject_last", "target_predictors"))
 
     @classmethod
     def validate(cls, cfg) -> None:
@@ -323,7 +330,7 @@ def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
 
 class _Capture:
     """Forward hooks on linear layers: keep each call's input (detached) and output (in the graph); optionally
-    add a vector to the output at one position per row."""
+    (`add = (vectors, rows, positions)`) add vectors[i] to the output at (rows[i], positions[i])."""
 
     def __init__(self, modules: dict[str, torch.nn.Module]):
         self.inputs, self.outputs, self.add = {}, {}, None
@@ -333,10 +340,9 @@ class _Capture:
         def hook(module, args, output):
             self.inputs[name] = args[0].detach()
             if self.add is not None:
-                vector, positions = self.add
-                rows = torch.arange(output.shape[0], device=output.device)
+                vectors, rows, positions = self.add
                 output = output.clone()
-                output[rows, positions] = output[rows, positions] + vector.to(output.dtype)
+                output[rows, positions] = output[rows, positions] + vectors.to(output.dtype)
             self.outputs[name] = output
             return output
 
@@ -416,7 +422,7 @@ class EditMethod(KnowledgeMethod):
 
     def configure_callbacks(self):
         # Editors optimise manually, and Lightning refuses Trainer-level gradient clipping then: the gradient
-        # editors clip the (projected) gradient themselves, at the configured trainer.gradient_clip_val.
+        # editors clip the (projected) gradient themselves (method.max_grad_norm).
         if self._trainer is not None and self._trainer.gradient_clip_val:
             self._trainer.gradient_clip_val = None
         return []
@@ -495,7 +501,6 @@ class OEdit(EditMethod):
     def __init__(self, cfg, model=None, tokenizer=None):
         super().__init__(cfg, model, tokenizer)
         self.automatic_optimization = False  # the gradient is projected between backward and step
-        self._clip = cfg.trainer.gradient_clip_val
         self._before: dict[str, torch.Tensor] | None = None  # the edited weights before the current edit
         self._warned_full = False
         self.init_bases()
@@ -589,8 +594,8 @@ class OEdit(EditMethod):
             backward(loss)
             for name, w in weights.items():
                 w.grad = self.projection(name, w.grad)
-            if self._clip:
-                torch.nn.utils.clip_grad_norm_(list(weights.values()), self._clip)
+            if self.params.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(list(weights.values()), self.params.max_grad_norm)
             previous = {name: w.detach().clone() for name, w in weights.items()}
             optimizer.step()
             with torch.no_grad():
@@ -745,36 +750,41 @@ class AlphaEdit(EditMethod):
         null = vectors[:, values < self.params.null_space_threshold * values.max()]
         self.null_projector = (null @ null.T).float().cpu()
 
+    def key_positions(self, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(rows, positions) of the tokens whose keys are edited (see `method.key_position`)."""
+        if self.params.key_position == "subject_last":
+            positions = torch.tensor(batch["subject_pos"])
+            return torch.arange(len(positions)), positions
+        rows, positions = torch.nonzero(batch["labels"][:, 1:] != IGNORE, as_tuple=True)
+        return rows, positions  # position t predicts the scored token t + 1
+
     def training_step(self, batch, batch_idx):
         if "input_ids" not in batch:
             return None
         ids, mask = batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device)
         labels = batch["labels"].to(self.device)
-        positions = torch.tensor(batch["subject_pos"], device=self.device)
-        rows = torch.arange(ids.shape[0], device=self.device)
+        rows, positions = (t.to(self.device) for t in self.key_positions(batch))
         capture = _Capture({self.target: self.edited[self.target]})
         try:
             with torch.no_grad():
                 self.model(input_ids=ids, attention_mask=mask)
             keys = capture.inputs[self.target][rows, positions].float()  # (n, d_in)
             values = capture.outputs[self.target][rows, positions].detach().float()  # (n, d_out)
-            delta = torch.zeros(values.shape[1], device=self.device, requires_grad=True)
+            delta = torch.zeros_like(values, requires_grad=True)  # one residual per key
             optimizer = torch.optim.Adam([delta], lr=self.params.value_lr)
-            scale = values.norm(dim=1).mean().clamp(min=1e-6)
+            scale = values.norm(dim=1, keepdim=True).clamp(min=1e-6)
             for _ in range(self.params.value_steps):
-                capture.add = (delta, positions)
+                capture.add = (delta, rows, positions)
                 nll = self.model(input_ids=ids, attention_mask=mask, labels=labels).loss
-                loss = nll + self.params.value_weight_decay * delta.pow(2).sum() / scale**2
-                (grad,) = torch.autograd.grad(loss, [delta])
-                delta.grad = grad
+                loss = nll + self.params.value_weight_decay * (delta.pow(2).sum(1, keepdim=True) / scale**2).mean()
+                (delta.grad,) = torch.autograd.grad(loss, [delta])
                 optimizer.step()
-                with torch.no_grad():
+                with torch.no_grad():  # each residual at most clamp_norm_factor x the output it corrects
                     limit = self.params.clamp_norm_factor * scale
-                    if delta.norm() > limit:
-                        delta.mul_(limit / delta.norm())
+                    delta.mul_(torch.clamp(limit / delta.norm(dim=1, keepdim=True).clamp(min=1e-12), max=1.0))
         finally:
             capture.close()
-        self.apply_update(keys.T.cpu(), delta.detach().cpu().expand(keys.shape[0], -1).T)
+        self.apply_update(keys.T.cpu(), delta.detach().T.cpu())
         self.log("edit/value_nll", nll.detach(), prog_bar=True, batch_size=ids.shape[0])
         return None
 

@@ -104,8 +104,8 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints.mkdir(exist_ok=True)
         if resume == "never":
-            for ckpt in self.checkpoints.glob("*.ckpt"):
-                ckpt.unlink()
+            for old_ckpt in [*self.checkpoints.glob("*.ckpt"), *self.path.glob("hpc_ckpt_*.ckpt")]:
+                old_ckpt.unlink()
         self.meta = self._read_meta() if resume != "never" else {}
         self.meta.setdefault("wandb_run_id", uuid.uuid4().hex[:12])
         self.meta.setdefault("start_time", now())

@@ -78,7 +78,14 @@ def tmp_cache(tmp_path, monkeypatch) -> Path:
 
 @pytest.fixture(scope="session")
 def reader_cache(tmp_path_factory) -> Path:
-    """A LIT_KNOWLEDGE_CACHE shared by the end-to-end runs of a session (the reader is pretrained once)."""
+    """A LIT_KNOWLEDGE_CACHE shared by the end-to-end runs of a session (the reader is pretrained once).
+
+    Set LIT_KNOWLEDGE_TEST_CACHE to keep it across sessions (readers are keyed by what made them).
+    """
+    keep = os.environ.get("LIT_KNOWLEDGE_TEST_CACHE")
+    if keep:
+        Path(keep).mkdir(parents=True, exist_ok=True)
+        return Path(keep)
     return tmp_path_factory.mktemp("reader_cache")
 
 

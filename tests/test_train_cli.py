@@ -35,6 +35,13 @@ def test_dry_run_every_config(path, debug_overrides, tmp_path, tmp_cache, monkey
     root = tmp_path / "runs"
     code = train.main(["--config", str(path), *debug_overrides, f"run.root={root}", "--dry-run"])
     out, err = capsys.readouterr()
+    if OmegaConf.select(OmegaConf.load(path), "model.name") == "smollm2":
+        from lit_knowledge.models.provision import provisioned_path
+
+        if provisioned_path("smollm2") is None:  # real-model configs: one clear line that says how to get it
+            assert code == 2 and err.count("\n") == 1 and "make provision-smollm" in err, err
+            assert not root.exists()
+            return
     assert code == 0, err
     assert "dry run ok" in out
     cfg = OmegaConf.load(path)

@@ -15,7 +15,6 @@ from pathlib import Path
 from lit_knowledge.config import describe, load_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError
 
-
 # The columns printed at the end of a run (results.md has them all).
 MAIN_COLUMNS = {
     "qa": ["efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"],
@@ -99,7 +98,6 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
     """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
-
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     callbacks = list(callbacks or [])
@@ -137,9 +135,9 @@ def build(cfg, dry_run: bool = False):
         from lit_knowledge.methods.pretrain import READER_REPORT, reader_dir
 
         if not (reader_dir(cfg) / READER_REPORT).exists():
+            from lit_knowledge.data.world import World
             from lit_knowledge.models.build import build_tiny_llama
             from lit_knowledge.models.tokenizer import train_word_tokenizer
-            from lit_knowledge.data.world import World
 
             tokenizer = train_word_tokenizer(World(cfg.data.world).texts(), cfg.model.tiny.vocab_size)
             module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)

@@ -9,8 +9,8 @@ closed-book answers toward the document), and that merging after each step keeps
 import json
 
 import pytest
-
 from conftest import REPO
+
 from lit_knowledge.config import load_config
 
 QUICKSTART = str(REPO / "configs" / "quickstart.yaml")

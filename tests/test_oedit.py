@@ -16,8 +16,13 @@ from lit_knowledge import train
 from lit_knowledge.config import load_config
 from lit_knowledge.data.records import Edit
 from lit_knowledge.data.streams import EditStream
-from lit_knowledge.evaluation.edit_protocol import (EditProtocol, default_eval_at, encode_edit_pair, prompt_style,
-                                                    summarize_edits)
+from lit_knowledge.evaluation.edit_protocol import (
+    EditProtocol,
+    default_eval_at,
+    encode_edit_pair,
+    prompt_style,
+    summarize_edits,
+)
 from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.oedit import core_directions, extend_basis, orthonormal_rows, project_out
 

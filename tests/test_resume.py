@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import DEBUG_YAML, REPO, cli_env
+
 from lit_knowledge.config import load_config
 from lit_knowledge.errors import UserError
 from lit_knowledge.run import RunDir, checkpoint_step
@@ -76,7 +76,8 @@ def test_simulated_slurm_requeue_continues_the_same_run(tmp_path, reader_cache):
     env.update({"PATH": f"{bin_dir}:{env['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
                 "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_JOB_NAME": "lk-test",
                 "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0"})
-    cmd = train_cmd(tmp_path, "trainer.log_every_n_steps=1", "trainer.devices=1", "trainer.checkpoint_every_n_steps=3")
+    cmd = train_cmd(tmp_path, "logger.backend=csv", "trainer.log_every_n_steps=1", "trainer.devices=1",
+                    "trainer.checkpoint_every_n_steps=3")
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     # wait until training is under way (a periodic checkpoint exists), then signal
     wait_for(lambda: list(tmp_path.glob("baselines/*/checkpoints/step*.ckpt")), proc)

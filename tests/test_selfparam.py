@@ -4,9 +4,7 @@ import pytest
 import torch
 
 from lit_knowledge.config import load_config
-from lit_knowledge.data.prompts import qa_prompt
 from lit_knowledge.methods.selfparam import SelfParam, kl_per_token, target_logits
-from lit_knowledge.models import load_model
 
 TINY = ["method.name=selfparam", "model.name=tiny", "model.lora.enabled=true", "model.lora.r=4",
         "data.world.num_background=20", "data.world.num_organisations=8", "data.world.num_steps=2",

@@ -1,8 +1,8 @@
 """Groups of runs (configs/experiments/*.yaml): every shipped group validates; bad groups fail clearly."""
 
 import pytest
-
 from conftest import GROUP_FILES, REPO
+
 from lit_knowledge.config import load_config
 from lit_knowledge.errors import UserError
 from lit_knowledge.sweep import read_group

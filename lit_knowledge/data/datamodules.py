@@ -18,9 +18,8 @@ import random
 
 import lightning as L
 from datasets import Dataset
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data import Dataset as TorchDataset
-from torch.utils.data import IterableDataset
 
 from lit_knowledge.data.prompts import collate
 
@@ -59,6 +58,39 @@ def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int) -> l
     return plan
 
 
+class _FromPosition(Sampler):
+    """Indices of the plan from `position()` on; its length stays the whole plan's."""
+
+    def __init__(self, total: int, position):
+        self.total, self.position = total, position
+
+    def __iter__(self):
+        return iter(range(self.position(), self.total))
+
+    def __len__(self):
+        return self.total
+
+
+class _StreamLoader(DataLoader):
+    """A loader Lightning treats as resumable (it has state_dict / load_state_dict).
+
+    On a resumed run Lightning restores how many batches of the epoch are done and counts on from there
+    up to `len(loader)`; this loader starts at that same position (the method's `batches_done`, restored
+    from the checkpoint before iteration begins), so every batch of the plan runs exactly once.
+    """
+
+    def __init__(self, dataset, position, num_workers: int = 0):
+        super().__init__(dataset, batch_size=None, sampler=_FromPosition(len(dataset), position),
+                         num_workers=num_workers)
+        self._position = position
+
+    def state_dict(self) -> dict:
+        return {"batches_done": self._position()}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass  # the position lives in the method's checkpointed state, restored before iteration
+
+
 class KnowledgeStreamDataModule(L.LightningDataModule):
     def __init__(self, stream, method, batch_size: int, seed: int = 0, num_workers: int = 0):
         super().__init__()
@@ -80,11 +112,7 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
     def train_dataloader(self):
         """The plan from the method's stream position on: a resumed run skips the batches it has done."""
         self.setup()
-        data = self._dataset
-        done = self.method.batches_done
-        if done:
-            data = _PlannedBatches(data.per_step, data.plan[done:], data.pad_id)
-        return DataLoader(data, batch_size=None, shuffle=False, num_workers=self.num_workers)
+        return _StreamLoader(self._dataset, lambda: self.method.batches_done, num_workers=self.num_workers)
 
 
 class EditStreamDataModule(KnowledgeStreamDataModule):

@@ -59,8 +59,13 @@ from lit_knowledge.data.datamodules import EditStreamDataModule
 from lit_knowledge.data.prompts import IGNORE, collate, encode_example
 from lit_knowledge.data.streams import EditStream
 from lit_knowledge.errors import UserError
-from lit_knowledge.evaluation.edit_protocol import (EditProtocol, encode_edit_pair, format_prompt, prompt_style,
-                                                    summarize_edits)
+from lit_knowledge.evaluation.edit_protocol import (
+    EditProtocol,
+    encode_edit_pair,
+    format_prompt,
+    prompt_style,
+    summarize_edits,
+)
 from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
 
@@ -107,8 +112,12 @@ class GradientEditParams(EditParams):
     """Gradient steps per edit (`ft_l`, and the base of `oedit`)."""
 
     steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).")
-    lr: float = doc(1e-3, "Learning rate of the per-edit optimiser.")
-    optimizer: str = doc("adam", "Per-edit optimiser; its state is reset at every edit.", choices=("adam", "sgd"))
+    lr: float = doc(2.0, "Learning rate of the per-edit optimiser (with sgd and max_grad_norm 1, a step moves the "
+                         "edited matrices by at most lr in Frobenius norm).")
+    optimizer: str = doc("sgd", "Per-edit optimiser; its state is reset at every edit. sgd keeps an update inside "
+                                "the span of the edit's keys (rank <= tokens); adam's per-coordinate scaling spreads "
+                                "it over every direction (the step is projected again after adam).",
+                         choices=("sgd", "adam"))
     stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.")
     max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
                                               "matrices (null: no clipping). Editors optimise manually, so "
@@ -128,7 +137,7 @@ class OEditParams(GradientEditParams):
     projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
                                         "protects earlier edits exactly) or output (columns of U dW).",
                                choices=SIDES)
-    energy: float = doc(0.99, "Share of an edit's squared singular values its core gradient space covers.")
+    energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.")
     max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).")
     knowledge_texts: str = doc("pretrain", "Generic text whose gradients give the knowledge subspace: pretrain "
                                            "(the world's background documents) or none. Real-data sources have no "
@@ -563,9 +572,9 @@ class OEdit(EditMethod):
 
     def configure_optimizers(self):
         params = list(self.weights().values())
-        if self.params.optimizer == "sgd":
-            return torch.optim.SGD(params, lr=self.params.lr)
-        return torch.optim.Adam(params, lr=self.params.lr)
+        if self.params.optimizer == "adam":
+            return torch.optim.Adam(params, lr=self.params.lr)
+        return torch.optim.SGD(params, lr=self.params.lr)
 
     def training_step(self, batch, batch_idx):
         if "input_ids" not in batch:

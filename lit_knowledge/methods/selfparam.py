@@ -23,10 +23,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-
-from lit_knowledge.config import doc
 from datasets import Dataset
 
+from lit_knowledge.config import doc
 from lit_knowledge.data.prompts import IGNORE, collate, encode_example, qa_prompt
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods import METHODS

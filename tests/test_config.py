@@ -361,3 +361,10 @@ def test_cli_error_subprocess(run_cli, tmp_path):
     assert err.startswith("error: ") and "did you mean trainer.max_steps?" in err
     assert "Traceback" not in err + out
     assert not (tmp_path / "runs").exists()
+
+
+def test_config_reference_in_docs_is_in_sync_with_the_schema():
+    from lit_knowledge.docs import config_reference
+
+    assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
+        "docs/config.md is stale: python -m lit_knowledge.docs > docs/config.md")

@@ -584,10 +584,18 @@ def read_archivalqa(path: str | Path) -> tuple[list[Document], list[Probe]]:
 # ----------------------------------------------------------------------------- sources
 
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
 def _path(data_cfg, source: str) -> str:
+    """data.path as given; a relative path that does not exist from here is taken from the repository root,
+    so shipped configs can say `../shared/data/...` and run from any directory."""
     path = getattr(data_cfg, "path", None)
     if not path:
         raise UserError(f"data.path is required for source {source} (see data/README.md for the files it reads)")
+    path = Path(str(path)).expanduser()
+    if not path.is_absolute() and not path.exists() and (REPO_ROOT / path).exists():
+        path = REPO_ROOT / path
     return str(path)
 
 

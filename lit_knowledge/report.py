@@ -32,16 +32,7 @@ from lit_knowledge.evaluation.results import (
 )
 
 # Metrics shown first in the table and drawn as bars (all are scores in [0, 1]).
-MAIN_METRICS = (
-    "efficacy_em",
-    "efficacy_f1",
-    "retention_f1",
-    "locality_f1",
-    "reliability",
-    "generalization",
-    "locality",
-    "portability",
-)
+MAIN_METRICS = ("efficacy_em", *PLOTTED_CURVES)
 # The curve drawn per run, the first one a run has.
 LINE_CURVES = ("retention_f1", "reliability") + PLOTTED_CURVES
 

@@ -57,6 +57,8 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+from lit_knowledge.errors import cli_entry_point
+
 TARGET_RATIO = 1.05
 
 
@@ -366,23 +368,19 @@ def parse_args(argv):
     return parser.parse_args(argv)
 
 
+@cli_entry_point
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import: quiet them afterwards)
 
-    from lit_knowledge.errors import UserError
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = overhead(steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
-                           logger=args.logger, progress_bar=args.progress_bar, overrides=args.overrides,
-                           seed=args.seed)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = overhead(steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
+                       logger=args.logger, progress_bar=args.progress_bar, overrides=args.overrides,
+                       seed=args.seed)
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")

@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, cli_entry_point
 from lit_knowledge.evaluation.results import (
     PLOTTED_CURVES,
     RESULTS_JSON,
@@ -149,16 +149,13 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     return table
 
 
+@cli_entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment_dir", type=Path, help="runs/<experiment>: holds one directory per run")
     parser.add_argument("--out", type=Path, default=None, help="where to write comparison.* (default: experiment_dir)")
     args = parser.parse_args(argv)
-    try:
-        table = build_report(args.experiment_dir, args.out)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return UserError.exit_code
+    table = build_report(args.experiment_dir, args.out)
     print(table, end="")
     return 0
 

@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, cli_entry_point
 
 LOG_DIR = "logs"  # the #SBATCH --output directory of the scripts; SLURM does not create it
 
@@ -46,27 +46,24 @@ def parse_args(argv):
     return parser.parse_intermixed_args(argv)
 
 
+@cli_entry_point
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        from lit_knowledge.config import load_config
-        from lit_knowledge.slurm import batch_script, sbatch_command
+    from lit_knowledge.config import load_config
+    from lit_knowledge.slurm import batch_script, sbatch_command
 
-        cfg = load_config(args.config, args.overrides)
-        train_args = list(args.overrides) + (["--resume", args.resume] if args.resume else [])
-        cmd = sbatch_command(cfg, args.config, train_args, script=args.script, sbatch_args=args.sbatch_arg)
-        print(shlex.join(cmd), flush=True)
-        if args.dry_run:
-            return 0
-        if shutil.which("sbatch") is None:
-            raise UserError("sbatch not found on PATH; run this on a SLURM login node (or add --dry-run to only print)")
-        script = batch_script(cfg, args.script)
-        if not Path(script).is_file():
-            raise UserError(f"batch script {script} not found; run submit from the repository root or pass --script")
-        Path(LOG_DIR).mkdir(exist_ok=True)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    cfg = load_config(args.config, args.overrides)
+    train_args = list(args.overrides) + (["--resume", args.resume] if args.resume else [])
+    cmd = sbatch_command(cfg, args.config, train_args, script=args.script, sbatch_args=args.sbatch_arg)
+    print(shlex.join(cmd), flush=True)
+    if args.dry_run:
+        return 0
+    if shutil.which("sbatch") is None:
+        raise UserError("sbatch not found on PATH; run this on a SLURM login node (or add --dry-run to only print)")
+    script = batch_script(cfg, args.script)
+    if not Path(script).is_file():
+        raise UserError(f"batch script {script} not found; run submit from the repository root or pass --script")
+    Path(LOG_DIR).mkdir(exist_ok=True)
     return subprocess.run(cmd).returncode
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, cli_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,7 @@ def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, r
     return results
 
 
+@cli_entry_point
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("group", help="group YAML (see configs/experiments/)")
@@ -69,14 +70,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", help="run only these names of the group")
     parser.add_argument("--resume", default="auto", help="auto | never (passed to every run)")
     args = parser.parse_args(argv)
-    try:
-        results = run_group(args.group, args.overrides, args.only, args.resume)
-        from lit_knowledge.report import build_report
+    results = run_group(args.group, args.overrides, args.only, args.resume)
+    from lit_knowledge.report import build_report
 
-        print(build_report(Path(results[0]["run_dir"]).parent))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+    print(build_report(Path(results[0]["run_dir"]).parent))
     return 0
 
 

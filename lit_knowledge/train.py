@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from lit_knowledge.config import describe, load_config, to_dict, to_yaml
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, cli_entry_point
 
 # The columns printed at the end of a run (results.md has them all).
 MAIN_COLUMNS = {
@@ -194,35 +194,32 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     return results
 
 
+@cli_entry_point
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        if args.help_config or args.list_methods:
-            from lit_knowledge.methods import METHODS
+    if args.help_config or args.list_methods:
+        from lit_knowledge.methods import METHODS
 
-            if args.list_methods:
-                print("\n".join(METHODS.names()))
-            else:
-                print(describe({name: METHODS.get(name).Params for name in METHODS.names()}), end="")
-            return 0
-        if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
-            raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")
-        cfg = load_config(args.config, args.overrides)
-        if args.print_config:
-            print(to_yaml(cfg), end="")
-            return 0
-        if args.dry_run:
-            import lightning as L
+        if args.list_methods:
+            print("\n".join(METHODS.names()))
+        else:
+            print(describe({name: METHODS.get(name).Params for name in METHODS.names()}), end="")
+        return 0
+    if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
+        raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")
+    cfg = load_config(args.config, args.overrides)
+    if args.print_config:
+        print(to_yaml(cfg), end="")
+        return 0
+    if args.dry_run:
+        import lightning as L
 
-            L.seed_everything(cfg.run.seed, verbose=False)
-            module, datamodule = build(cfg, dry_run=True)
-            counts = module.stream.counts() if hasattr(module, "stream") else {}
-            print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
-            return 0
-        results = run_experiment(cfg, args.resume)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
+        L.seed_everything(cfg.run.seed, verbose=False)
+        module, datamodule = build(cfg, dry_run=True)
+        counts = module.stream.counts() if hasattr(module, "stream") else {}
+        print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
+        return 0
+    results = run_experiment(cfg, args.resume)
     from lit_knowledge.evaluation.results import results_table
 
     if results.get("requeued"):

@@ -18,7 +18,7 @@ from omegaconf import OmegaConf
 import lit_knowledge.data.readers  # noqa: F401  (registers the real-data sources)
 from lit_knowledge.config import DataConfig
 from lit_knowledge.data.sources import SOURCES
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import cli_entry_point
 
 try:  # the synthetic world registers the `world` source once its module exists
     import lit_knowledge.data.world  # noqa: F401
@@ -39,6 +39,7 @@ def stats(source: str, path: str, docs_per_step: int) -> dict:
             "heldout_texts": len(stream.heldout_texts)}
 
 
+@cli_entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.data", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,14 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--docs-per-step", type=int, default=DataConfig.docs_per_step,
                    help="documents per stream step for document sources (default: %(default)s)")
     args = parser.parse_args(argv)
-    try:
-        if args.command == "sources":
-            print("\n".join(SOURCES.names()))
-        else:
-            print(json.dumps(stats(args.source, args.path, args.docs_per_step)))
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return UserError.exit_code
+    if args.command == "sources":
+        print("\n".join(SOURCES.names()))
+    else:
+        print(json.dumps(stats(args.source, args.path, args.docs_per_step)))
     return 0
 
 

@@ -104,11 +104,6 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
             plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed)
             self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id)
 
-    @property
-    def num_batches(self) -> int:
-        self.setup()
-        return len(self._dataset)
-
     def train_dataloader(self):
         """The plan from the method's stream position on: a resumed run skips the batches it has done."""
         self.setup()

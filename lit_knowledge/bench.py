@@ -386,7 +386,7 @@ def main(argv=None) -> int:
         Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
         print(f"figures written to {args.json}")
     print()
-    print(format_overhead(res))  # its last line: ratio lightning/plain = X.XXX (target <= 1.05)
+    print(format_overhead(res))  # its last line gives the lightning/plain ratio against the 1.05 target
     return 0
 
 

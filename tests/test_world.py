@@ -102,6 +102,14 @@ def test_edits_change_a_fact_with_paraphrases_locality_and_portability():
     assert w.edits().edits == edits  # deterministic
 
 
+def test_locality_never_asks_a_fact_that_an_edit_changes():
+    w = world(num_background=30, num_edits=30)  # every background person is edited once
+    edits = w.edits().edits
+    edit_prompts = {e.prompt for e in edits}  # a fact's edit prompt is its locality wording
+    asked = [p for e in edits for p, _ in e.locality]
+    assert len(asked) == 90 and not edit_prompts & set(asked)
+
+
 def test_reading_examples_use_fresh_people():
     w = world()
     known = {p.name for p in w.background + w.stream_people}

@@ -252,7 +252,11 @@ class World:
         people = list(self.background)
         rng.shuffle(people)
         values = {"city": CITIES, "org": self.orgs, "field": FIELDS}
-        for i in range(min(self.cfg.num_edits, len(people))):
+        count = min(self.cfg.num_edits, len(people))
+        # Locality asks only facts no edit of the stream changes: after all edits, an edited fact's right
+        # answer is its new value, so asking it would score a correct edit as a locality failure.
+        edited = {(people[i].name, EDIT_RELATIONS[i % len(EDIT_RELATIONS)]) for i in range(count)}
+        for i in range(count):
             person = people[i]
             relation = EDIT_RELATIONS[i % len(EDIT_RELATIONS)]
             true = answer(person, relation)
@@ -261,7 +265,7 @@ class World:
             others = rng.sample([p for p in self.background if p.name != person.name], 3)
             locality = []
             for other in others:
-                rel = rng.choice(list(QUESTIONS))
+                rel = rng.choice([r for r in QUESTIONS if (other.name, r) not in edited])
                 locality.append((QUESTIONS[rel][0].format(name=other.name), answer(other, rel)))
             portability = []
             if relation == "org":

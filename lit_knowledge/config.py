@@ -123,6 +123,8 @@ class PretrainConfig:
     reading_share: float = doc(0.6, "Share of sequences that are reading comprehension over fresh people.")
     document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background questions).")
     questions_per_example: int = doc(4, "Question-answer turns packed into one sequence.")
+    score_reading_prompts: bool = doc(False, "Score every token of a reading sequence (context and questions too), "
+                                             "not only the answers.")
 
 
 @dataclass

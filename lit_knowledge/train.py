@@ -36,7 +36,7 @@ def parse_args(argv):
                         help="auto (newest checkpoint of this run directory), never, or a checkpoint path")
     parser.add_argument("--help-config", action="store_true", help="list every config key with its help")
     parser.add_argument("--list-methods", action="store_true", help="list the registered methods")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # overrides may come before, between or after options
 
 
 def quiet_libraries() -> None:

@@ -26,6 +26,15 @@ def test_kl_is_zero_for_identical_distributions_and_positive_otherwise():
     assert kl_per_token(logits, 2 * logits, temperature=2.0).shape == (5,)
 
 
+def test_per_example_mean_weighs_each_example_the_same():
+    from lit_knowledge.methods.selfparam import per_example_mean
+
+    labels = torch.tensor([[0, 5, -100, -100], [0, -100, -100, -100], [0, 1, 2, 3]])  # 1, 0 and 3 scored tokens
+    values = torch.tensor([4.0, 1.0, 2.0, 3.0])
+    assert per_example_mean(values, labels).item() == pytest.approx((4.0 + 2.0) / 2)
+    assert values.mean().item() == pytest.approx(2.5)  # the token mean lets the long example dominate
+
+
 def test_kl_zero_when_student_is_teacher_and_context_is_empty():
     m = method()
     rows = m.training_examples(m.stream.steps[0])
@@ -49,10 +58,31 @@ def test_teacher_tokens_end_with_the_student_tokens():
         assert row["teacher_input_ids"][-n:] == row["input_ids"]
         assert row["teacher_labels"][-n + 1 :] == row["labels"][1:]
         assert sum(t != -100 for t in row["teacher_labels"]) == sum(t != -100 for t in row["labels"][1:])
-        assert len(row["teacher_input_ids"]) > n  # the document comes first
+        if row["labels"][0] == -100:  # a QA pair (an unrelated text scores every token): the document comes first
+            assert len(row["teacher_input_ids"]) > n
     questions = {m.tokenizer.decode(r["input_ids"]) for r in rows}
     probes = {p.question for p in m.stream.steps[0].probes}
     assert not any(p in q for p in probes for q in questions)  # the target set never holds a probe
+
+
+def test_target_set_mixes_in_the_same_unrelated_texts_ft_qa_can_rehearse():
+    from lit_knowledge.methods.baselines import FTQA
+
+    m = method("method.unrelated_per_document=3")
+    step = m.stream.steps[0]
+    target = m.target_set(step)
+    unrelated = [(c, text) for c, text, a in target if not a]
+    assert len(unrelated) == 3 * len(step.documents)
+    assert all(text in m.stream.unrelated_texts for _, text in unrelated)
+    assert {c for c, _ in unrelated} == {""}  # by default the teacher reads an unrelated text alone
+    with_document = method("method.unrelated_per_document=3", "method.unrelated_teacher=document")
+    assert {c for c, _, a in with_document.target_set(step) if not a} == {d.text for d in step.documents}
+    cfg = load_config([], TINY + ["method.name=ft_qa", "method.unrelated_per_document=3"])
+    ft = FTQA(cfg)
+    rehearsed = [prompt for prompt, target in ft.pairs(step) if not target]
+    assert rehearsed == [text for _, text in unrelated]  # same texts, same seed: a like-for-like ablation
+    plain = FTQA(load_config([], TINY + ["method.name=ft_qa"]))
+    assert all(target for _, target in plain.pairs(step))  # FT(S) of the paper: the QA set alone
 
 
 def test_gradients_reach_only_the_adapter():

@@ -60,6 +60,13 @@ def test_dry_run_bad_config_is_a_one_line_error(debug_overrides, tmp_path, capsy
     assert not (tmp_path / "runs").exists()
 
 
+def test_overrides_may_come_before_between_and_after_options():
+    args = train.parse_args(["run.seed=3", "--config", "a.yaml", "data.batch_size=2", "--config", "b.yaml",
+                             "--dry-run", "eval.max_probes=5"])
+    assert args.config == ["a.yaml", "b.yaml"] and args.dry_run
+    assert args.overrides == ["run.seed=3", "data.batch_size=2", "eval.max_probes=5"]
+
+
 @pytest.mark.slow  # a fresh interpreter: ~15 s of imports
 def test_dry_run_subprocess(run_cli, debug_overrides, tmp_path, tmp_cache):
     root = tmp_path / "runs"

@@ -80,6 +80,21 @@ def test_background_probes_are_about_background_people():
     assert all(any(n in p.question for n in names) for p in probes[:50])
 
 
+def test_rehearsal_text_never_touches_what_locality_asks():
+    w = world()
+    stream = w.stream()
+    rehearsed = {p.name for p in w.rehearsal_people()}
+    asked = {p.name for p in w.locality_people()}
+    assert rehearsed and asked and not rehearsed & asked
+    assert rehearsed | asked == {p.name for p in w.background}
+    assert all(not any(n in p.question for n in rehearsed) for p in stream.background_probes)
+    texts = stream.unrelated_texts
+    assert texts and not any(n in t for t in texts for n in asked)
+    assert any("Answer:" in t for t in texts)  # answered questions, in the pretraining prompt format
+    probe_wordings = {p.question for p in stream.background_probes}
+    assert not any(q in t for t in texts for q in probe_wordings)
+
+
 def test_changes_supersede_earlier_employer_probes():
     w = world(num_steps=3, entities_per_step=4, changes_per_step=2)
     s = w.stream()

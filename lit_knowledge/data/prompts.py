@@ -35,7 +35,8 @@ def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict
     return {"input_ids": ids[-max_length:], "labels": labels[-max_length:]}
 
 
-def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, str]], max_length: int) -> dict:
+def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, str]], max_length: int,
+                    score_prompts: bool = False) -> dict:
     """Several question/answer turns after one (optional) context, every answer scored.
 
     The first turn has exactly the evaluation prompt's form (`qa_prompt`); later turns follow the
@@ -50,7 +51,7 @@ def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, st
         if len(ids) + len(prompt_ids) + len(answer_ids) > max_length:
             break
         ids += prompt_ids + answer_ids
-        labels += [IGNORE] * len(prompt_ids) + answer_ids
+        labels += (prompt_ids if score_prompts else [IGNORE] * len(prompt_ids)) + answer_ids
     if not ids:  # even the first turn is too long: fall back to a left-cut single turn
         return encode_example(tokenizer, qa_prompt(qa_pairs[0][0], context), qa_pairs[0][1], max_length)
     return {"input_ids": ids, "labels": labels}

@@ -24,6 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from lit_knowledge.data.prompts import qa_prompt
 from lit_knowledge.data.records import Document, Edit, Probe
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.data.streams import EditStream, KnowledgeStream, StreamStep
@@ -226,13 +227,36 @@ class World:
                             probes.append(probe)
                             question_owner[name].append(probe.id)
             steps.append(StreamStep(t, docs, probes, train_qa))
-        background_documents, _ = self.background_corpus()
-        return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded, background_documents)
+        return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded,
+                               self.rehearsal_texts())
+
+    # The background is split in two halves: methods may rehearse what the model knows about the first
+    # (`rehearsal_texts`, the stream's unrelated text), locality asks only about the second. So a method that
+    # rehearses the model's own knowledge is measured on facts it never rehearsed.
+
+    def rehearsal_people(self) -> list[Person]:
+        return self.background[1::2]
+
+    def locality_people(self) -> list[Person]:
+        return self.background[0::2]
+
+    def rehearsal_texts(self) -> list[str]:
+        """What the model already knows, as it learnt it: the rehearsal half's documents, the organisations'
+        documents, and the rehearsal half's questions (training wordings, four turns to a text, answered)."""
+        rng = random.Random(self.cfg.seed + 271828)
+        people = self.rehearsal_people()
+        texts = [self.document(p, rng) for p in people]
+        texts += [rng.choice(ORG_DOC_TEMPLATES).format(org=o, hq=self.hq[o]) for o in self.orgs]
+        for person in people:
+            qa = [(q, a) for _, q, a in self.questions(person, "train")]
+            for wording in range(PROBE_SPLIT):
+                texts.append("\n".join(f"{qa_prompt(q)} {a}" for q, a in qa[wording::PROBE_SPLIT]))
+        return texts
 
     def background_probes(self) -> list[Probe]:
-        """Closed-book questions about background people and organisations (held-out wordings): locality."""
+        """Closed-book questions about the locality half of the background (held-out wordings): locality."""
         probes = []
-        for person in self.background:
+        for person in self.locality_people():
             for k, (kind, q, a) in enumerate(self.questions(person, "probe", self.background)):
                 if kind in ("efficacy", "paraphrase"):
                     probes.append(Probe(f"bg-{person.name.replace(' ', '_')}-q{k}", "", q, [a], "locality"))

@@ -13,6 +13,7 @@ Fine-tuning is full by default and through LoRA with `model.lora.enabled=true`.
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
 
 import bm25s
@@ -52,6 +53,9 @@ class FineTuneParams(MethodParams):
     epochs_per_step: int = doc(10, "Passes over a stream step's training examples.")
     merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
                                            "and start a fresh one (sequential injection).")
+    unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
+                                         "on the world, documents and answered questions about the rehearsal half "
+                                         "of the background) added to the training set per document.")
 
 
 class FineTune(KnowledgeMethod):
@@ -67,6 +71,12 @@ class FineTune(KnowledgeMethod):
 
     def training_examples(self, step):
         return encode_all(self.tokenizer, self.pairs(step), self.cfg.data.max_length)
+
+    def unrelated_texts(self, step) -> list[list[str]]:
+        """For each document of the step, `unrelated_per_document` of the stream's unrelated texts (seeded)."""
+        texts, n = self.stream.unrelated_texts, self.params.unrelated_per_document
+        rng = random.Random(self.cfg.run.seed * 7919 + step.index)
+        return [rng.sample(texts, min(len(texts), n)) if n else [] for _ in step.documents]
 
     def training_step(self, batch, batch_idx):
         return self.lm_training_step(batch)
@@ -95,7 +105,8 @@ class FTQA(FineTune):
         if step.documents and not step.train_qa:
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
                             "ft_qa needs one (use data.source=world)")
-        return [(qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
+        pairs = [(qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
+        return pairs + [(text, "") for texts in self.unrelated_texts(step) for text in texts]
 
 
 @dataclass

@@ -140,9 +140,11 @@ class OEditParams(GradientEditParams):
     energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.")
     max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).")
     knowledge_texts: str = doc("pretrain", "Generic text whose gradients give the knowledge subspace: pretrain "
-                                           "(the world's background documents) or none. Real-data sources have no "
-                                           "pretraining text here and fall back to none with a warning.",
-                               choices=("pretrain", "none"))
+                                           "(the world's background documents), mix (the reader's pretraining mix: "
+                                           "documents and background question turns, never a locality prompt's "
+                                           "wording) or none. Real-data sources have no pretraining text here and "
+                                           "fall back to none with a warning.",
+                               choices=("pretrain", "mix", "none"))
     knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).")
     knowledge_samples: int = doc(64, "Documents whose per-document gradients give the knowledge subspace.")
     plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
@@ -162,9 +164,11 @@ class OEditParams(GradientEditParams):
 @dataclass
 class AlphaEditParams(EditParams):
     knowledge_texts: str = doc("pretrain", "Text whose keys give K0 K0^T (the knowledge kept in the null space): "
-                                           "pretrain (the world's background documents) or none (no null-space "
-                                           "projection; real-data sources fall back to none with a warning).",
-                               choices=("pretrain", "none"))
+                                           "pretrain (the world's background documents), mix (documents and "
+                                           "background question turns, as the reader was pretrained) or none (no "
+                                           "null-space projection; real-data sources fall back to none with a "
+                                           "warning).",
+                               choices=("pretrain", "mix", "none"))
     knowledge_samples: int = doc(256, "Documents whose token keys form K0.")
     null_space_threshold: float = doc(1e-2, "Eigen-directions of K0 K0^T below this share of the largest "
                                             "eigenvalue span the null space the update is projected onto.")
@@ -317,24 +321,35 @@ def edited_modules(model, params) -> dict[str, torch.nn.Linear]:
 
 
 def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
-    """Generic text that stands for the model's existing knowledge: the world's background documents.
+    """Generic text that stands for the model's existing knowledge, from the reader's own pretraining text.
 
-    Only the synthetic world says what its model was pretrained on; for real-data sources there is no such
-    text here, and the editors go without it (with a warning). Never the held-out texts or the locality
-    prompts: those measure what the editor must keep.
+    `pretrain`: the world's background documents. `mix`: the reader's pretraining mix as it saw it, half
+    background documents, half background question turns (four to a text, in the pretraining prompt
+    format), leaving out the one wording per relation that edit and locality prompts use, so no locality
+    prompt is ever part of it. Only the synthetic world says what its model was pretrained on; for
+    real-data sources there is no such text here, and the editors go without it (with a warning). Never the
+    held-out texts or the locality prompts: those measure what the editor must keep.
     """
     if which == "none" or limit == 0:
         return []
     if cfg.data.source != "world_edits":
-        rank_zero_warn(f"method.knowledge_texts=pretrain: data source {cfg.data.source!r} comes with no pretraining "
+        rank_zero_warn(f"method.knowledge_texts={which}: data source {cfg.data.source!r} comes with no pretraining "
                        "text; going on without (as knowledge_texts=none)")
         return []
-    from lit_knowledge.data.world import World
+    from lit_knowledge.data.prompts import qa_prompt
+    from lit_knowledge.data.world import QUESTIONS, World
 
-    documents = World(cfg.data.world).background_corpus()[0]
-    if len(documents) > limit:
-        documents = random.Random(cfg.run.seed + 4099).sample(documents, limit)
-    return documents
+    world = World(cfg.data.world)
+    documents, qa = world.background_corpus()
+    rng = random.Random(cfg.run.seed + 4099)
+    if which == "pretrain":
+        return rng.sample(documents, limit) if len(documents) > limit else documents
+    asked = {t.format(name=p.name) for p in world.background for t in (w[0] for w in QUESTIONS.values())}
+    qa = [(q, a) for q, a in qa if q not in asked]
+    rng.shuffle(qa)
+    turns = ["\n".join(f"{qa_prompt(q)} {a}" for q, a in qa[i:i + 4]) for i in range(0, len(qa), 4)]
+    n_docs = min(len(documents), limit // 2)
+    return rng.sample(documents, n_docs) + turns[: limit - n_docs]
 
 
 class _Capture:

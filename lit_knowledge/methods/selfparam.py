@@ -18,7 +18,6 @@ Settings (configs/selfparam/): `single` (one document per step, the student rese
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
 import torch
@@ -37,10 +36,20 @@ from lit_knowledge.methods.baselines import FineTune, FineTuneParams
 class SelfParamParams(FineTuneParams):
     lr: float = doc(1e-3, "Learning rate (AdamW).")
     temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).")
-    unrelated_per_document: int = doc(4, "Unrelated sentences added to the target set per document.")
+    unrelated_per_document: int = doc(4, "Unrelated texts added to the target set per document: the student "
+                                         "keeps matching the teacher on them.")
+    unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
+                                          "the student keeps the base model's predictions) or document (the step's "
+                                          "document first, as for the QA pairs; a small reader then copies the "
+                                          "document's facts into the unrelated text and teaches them).",
+                                 choices=("plain", "document"))
     teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
                                "distributions computed at the start of each step (needed for full fine-tuning).",
                        choices=("live", "cached"))
+    kl_mean: str = doc("example", "How the KL of a batch is averaged: example (each member of the target set weighs "
+                                  "the same, however many tokens it scores: an answer of two tokens as much as an "
+                                  "unrelated text of forty) or token (every scored token weighs the same).",
+                       choices=("example", "token"))
     reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
                                        "(the single-context setting).")
 
@@ -56,6 +65,18 @@ def kl_per_token(teacher_logits: torch.Tensor, student_logits: torch.Tensor, tem
     t = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
     s = F.log_softmax(student_logits.float() / temperature, dim=-1)
     return (t.exp() * (t - s)).sum(-1) * temperature**2
+
+
+def per_example_mean(values: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean over the batch's examples of each example's mean over its own scored tokens.
+
+    `values` holds one entry per scored token, in the order `target_logits` gives them (row by row).
+    """
+    counts = (labels[:, 1:] != IGNORE).sum(1)
+    counts = counts[counts > 0]
+    example = torch.repeat_interleave(torch.arange(len(counts), device=values.device), counts.to(values.device))
+    sums = torch.zeros(len(counts), device=values.device, dtype=values.dtype).index_add(0, example, values)
+    return (sums / counts.to(values.dtype)).mean()
 
 
 def target_logits(model, input_ids, attention_mask, labels) -> torch.Tensor:
@@ -79,18 +100,15 @@ class SelfParam(FineTune):
     # ------------------------------------------------------------------------------ the target set S
 
     def target_set(self, step) -> list[tuple[str, str, str]]:
-        """(context, question, answer) for the QA pairs, (context, text, "") for the unrelated sentences."""
+        """(document, question, answer) for the QA pairs; (document or "", text, "") for the unrelated texts."""
         if step.documents and not step.train_qa:
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
                             "selfparam needs one (use data.source=world)")
-        rng = random.Random(self.cfg.run.seed * 7919 + step.index)
-        unrelated = self.stream.unrelated_texts
         out = []
-        for d in step.documents:
+        for d, unrelated in zip(step.documents, self.unrelated_texts(step)):
             out += [(d.text, q, a) for q, a in step.train_qa.get(d.id, [])]
-            if unrelated:
-                out += [(d.text, text, "") for text in rng.sample(unrelated, min(len(unrelated),
-                                                                                 self.params.unrelated_per_document))]
+            context = d.text if self.params.unrelated_teacher == "document" else ""
+            out += [(context, text, "") for text in unrelated]
         return out
 
     def training_examples(self, step):
@@ -99,7 +117,7 @@ class SelfParam(FineTune):
         rows, max_length = [], self.cfg.data.max_length
         for i, (context, q, a) in enumerate(self.target_set(step)):
             student = encode_example(self.tokenizer, qa_prompt(q) if a else q, a, max_length)
-            ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"]
+            ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"] if context else []
             ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
             rows.append({**student, "teacher_input_ids": ctx + student["input_ids"],
                          # The student's first token has no prediction (nothing precedes it); in the
@@ -146,7 +164,7 @@ class SelfParam(FineTune):
         teacher = self.teacher_logits(batch)
         student = target_logits(self.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
         kl = kl_per_token(teacher, student, self.params.temperature)
-        loss = kl.mean()
+        loss = kl.mean() if self.params.kl_mean == "token" else per_example_mean(kl, batch["labels"])
         n = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/kl_per_token", kl.detach().mean(), batch_size=n)

@@ -366,3 +366,13 @@ def test_end_to_end_run_writes_edit_results(method, tmp_path, capsys):
         assert key in r["metrics"], key
     assert r["curves"]["step"] == [1, 3] and r["metrics"]["extra_storage_bytes"] > 0
     assert len(r["timings"]["update_time_s"]) == 3
+
+
+@pytest.mark.slow
+def test_an_edit_run_pretrains_the_reader_it_needs_on_an_empty_cache(tmp_cache, tmp_path, capsys):
+    """On a fresh machine an edit config builds the world's reader first (it used to refuse: data.source)."""
+    code = train.main(["method.name=ft_l", *[o for o in TINY if not o.startswith("model.name")], "model.name=reader",
+                       "pretrain.max_steps=2", "eval.max_probes=2", "method.steps=1", f"run.root={tmp_path}",
+                       "trainer.accelerator=cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert list(tmp_cache.glob("readers/*/reader.json"))

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
 from lit_knowledge.config import MethodParams, config_hash, to_dict
 from lit_knowledge.data.datamodules import PretrainDataModule
@@ -175,6 +176,8 @@ def ensure_reader(cfg) -> Path:
     from lit_knowledge.train import quiet_libraries
 
     quiet_libraries()
+    # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
+    cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
     module = PretrainReader(cfg)
     trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
                         logger=False, enable_checkpointing=False, enable_model_summary=False,

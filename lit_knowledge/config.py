@@ -122,7 +122,8 @@ class PretrainConfig:
     weight_decay: float = doc(0.01, "AdamW weight decay.")
     reading_share: float = doc(0.6, "Share of sequences that are reading comprehension over fresh people.")
     document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background questions).")
-    questions_per_example: int = doc(4, "Question-answer turns packed into one sequence.")
+    questions_per_example: int = doc(4, "Question-answer turns packed into one reading sequence.")
+    background_turns: int = doc(4, "Question-answer turns packed into one background (closed-book) sequence.")
     score_reading_prompts: bool = doc(False, "Score every token of a reading sequence (context and questions too), "
                                              "not only the answers.")
 

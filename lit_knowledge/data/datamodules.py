@@ -115,17 +115,28 @@ class EditStreamDataModule(KnowledgeStreamDataModule):
 
 
 class _MixStream(IterableDataset):
-    """Batch i is drawn from its own seeded generator, so the stream can start at any batch index."""
+    """Batches drawn in groups of `bucket`: group g is drawn from its own seeded generator, its examples sorted by
+    length and cut into `bucket` batches, so a batch holds examples of similar length and little padding (padding
+    was over a third of the tokens of a random batch of the reader's mix). Batch i belongs to group i // bucket,
+    so the stream can start at any batch index."""
 
-    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int, start: int = 0):
+    def __init__(self, sample_fn, batch_size: int, pad_id: int, seed: int, start: int = 0, bucket: int = 4):
         self.sample_fn, self.batch_size, self.pad_id, self.seed, self.start = sample_fn, batch_size, pad_id, seed, start
+        self.bucket = bucket
+
+    def group(self, g: int) -> list[dict]:
+        rng = random.Random(self.seed * 1_000_003 + g)
+        examples = sorted((self.sample_fn(rng) for _ in range(self.batch_size * self.bucket)),
+                          key=lambda e: len(e["input_ids"]))
+        batches = [examples[i : i + self.batch_size] for i in range(0, len(examples), self.batch_size)]
+        rng.shuffle(batches)  # short and long batches in a random order
+        return [collate(b, self.pad_id) for b in batches]
 
     def __iter__(self):
-        i = self.start
+        g, skip = divmod(self.start, self.bucket)
         while True:
-            rng = random.Random(self.seed * 1_000_003 + i)
-            yield collate([self.sample_fn(rng) for _ in range(self.batch_size)], self.pad_id)
-            i += 1
+            yield from self.group(g)[skip:]
+            g, skip = g + 1, 0
 
 
 class PretrainDataModule(L.LightningDataModule):

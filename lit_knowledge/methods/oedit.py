@@ -146,6 +146,12 @@ class OEditParams(GradientEditParams):
                                            "fall back to none with a warning.",
                                choices=("pretrain", "mix", "none"))
     knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).")
+    knowledge_from: str = doc("gradients", "What the knowledge subspace is the top-q subspace of: gradients (per-text "
+                                           "gradients of the LM loss on the knowledge texts) or keys (the edited "
+                                           "layer's inputs at every token of them; outputs for projection_side "
+                                           "output): gradients weigh a direction by how much the model still has "
+                                           "to learn there, keys by how much the model uses it.",
+                              choices=("gradients", "keys"))
     knowledge_samples: int = doc(64, "Documents whose per-document gradients give the knowledge subspace.")
     plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
                             "(stores one flattened copy of the edited matrices per edit).")
@@ -541,7 +547,8 @@ class OEdit(EditMethod):
         self.update_basis = GrowingRows(width) if self.params.plus else None
 
     def prepare_method(self) -> None:
-        """The knowledge subspace: top-q directions of per-document LM-loss gradients at the unedited weights."""
+        """The knowledge subspace at the unedited weights: top-q directions of the per-text LM-loss gradients, or
+        of the edited layer's keys (`method.knowledge_from`), over the knowledge texts."""
         q = self.params.knowledge_rank
         texts = knowledge_texts(self.cfg, self.params.knowledge_texts, self.params.knowledge_samples) if q else []
         if not texts:
@@ -558,6 +565,12 @@ class OEdit(EditMethod):
                                                          ignore_index=IGNORE, reduction="sum")
                 loss = loss / (labels != IGNORE).sum().clamp(min=1)
                 names = list(self.edited)
+                if self.params.knowledge_from == "keys":
+                    real = batch["attention_mask"].bool()
+                    for name in names:
+                        x = (capture.inputs[name] if self.side == "input" else capture.outputs[name].detach())[real]
+                        gram[name] += x.float().T @ x.float()
+                    continue
                 grads = torch.autograd.grad(loss, [capture.outputs[n] for n in names])
                 for name, g in zip(names, grads):
                     per_doc = torch.einsum("bto,bti->boi", g.float(), capture.inputs[name].float())

@@ -87,7 +87,8 @@ class PretrainReader(L.LightningModule):
             context, qa = self.world.reading_example(rng, turns)
             return encode_dialogue(self.tokenizer, context, qa, max_length, self.cfg.pretrain.score_reading_prompts)
         if draw < 1 - self.cfg.pretrain.document_share:
-            return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, turns), max_length)
+            return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, self.cfg.pretrain.background_turns),
+                                   max_length)
         return encode_example(self.tokenizer, rng.choice(self.background_docs), "", max_length)
 
     def datamodule(self):

@@ -126,6 +126,37 @@ def test_oedit_gradients_are_orthogonal_to_the_edit_basis_and_knowledge_subspace
     assert projected.norm() > 1e-3 * scale  # there is something left to learn with
 
 
+def test_mix_knowledge_texts_hold_question_turns_but_never_a_locality_prompt():
+    from lit_knowledge.methods.oedit import knowledge_texts
+
+    cfg = load_config([], ["method.name=oedit", *TINY])
+    texts = knowledge_texts(cfg, "mix", 40)
+    assert len(texts) == 40 and sum("Answer:" in t for t in texts) >= 15
+    stream = METHODS.get("oedit")(cfg).stream
+    asked = {p for e in stream.edits for p, _ in e.locality} | {e.prompt for e in stream.edits}
+    assert not any(q in t for t in texts for q in asked)
+    assert all("Answer:" not in t for t in knowledge_texts(cfg, "pretrain", 40))
+
+
+@pytest.mark.parametrize("source", ["gradients", "keys"])
+def test_knowledge_subspace_from_gradients_or_keys_is_orthonormal_of_rank_q(source):
+    m = make("oedit", "method.knowledge_texts=mix", "method.knowledge_rank=8", f"method.knowledge_from={source}")
+    m.prepare()
+    (basis,) = m.knowledge_basis.values()
+    assert basis.shape[0] == 8
+    assert torch.allclose(basis @ basis.T, torch.eye(8), atol=1e-5)
+    if source == "keys":  # the top directions of the layer's inputs: most of a key's energy lies in them
+        texts = list(m.encoded_texts(["Question: " + m.stream.edits[0].prompt + "\nAnswer:"]))
+        from lit_knowledge.methods.oedit import _Capture
+
+        capture = _Capture(m.edited)
+        with torch.no_grad():
+            m.model(input_ids=texts[0]["input_ids"], attention_mask=texts[0]["attention_mask"])
+        capture.close()
+        keys = next(iter(capture.inputs.values()))[0]
+        assert (keys @ basis.T).norm() > 0.5 * keys.norm()
+
+
 def test_a_second_edit_leaves_the_first_edits_output_unchanged_where_ft_l_changes_it():
     common = ["method.optimizer=sgd", "method.lr=0.5", "method.steps=10", "method.stop_loss=0.0"]
     changes = {}

@@ -7,6 +7,7 @@ A group file names the configs every run starts from and the runs, each a name a
     runs:
       - {name: base, overrides: [method.name=base]}
       - {name: ft_qa, overrides: [method.name=ft_qa, method.lr=1e-3]}
+      - {name: tuned, configs: [configs/baselines/ft_qa.yaml]}   # a run's own configs follow the group's
 
 Each run is an ordinary `python -m lit_knowledge.train --config ... overrides run.name=<name>` run, so
 any row can be reproduced alone; at the end the comparison table of the experiment is printed and
@@ -39,23 +40,31 @@ def read_group(path: str) -> dict:
                         + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
     for i, run in enumerate(group["runs"]):
         if not isinstance(run, dict) or "name" not in run:
-            raise UserError(f"group file {path}: run {i} needs a 'name' (and a list of 'overrides')")
+            raise UserError(f"group file {path}: run {i} needs a 'name' (and lists of 'configs' / 'overrides')")
     return group
+
+
+def plan_group(path: str, extra: list[str] = (), only: list[str] | None = None) -> list[tuple[str, object]]:
+    """(name, config) of every run of the group, all validated before any runs."""
+    from lit_knowledge.config import load_config
+
+    group = read_group(path)
+
+    def paths(names):
+        return [str(REPO / c) if not Path(c).is_absolute() else c for c in names]
+
+    return [(run["name"], load_config(paths([*group.get("configs", []), *run.get("configs", [])]),
+                                      [*group.get("overrides", []), *run.get("overrides", []), *extra,
+                                       f"run.name={run['name']}"]))
+            for run in group["runs"] if not only or run["name"] in only]
 
 
 def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, resume: str = "auto",
               announce=print) -> list[dict]:
-    from lit_knowledge.config import load_config
     from lit_knowledge.train import run_experiment
 
-    group = read_group(path)
-    configs = [str(REPO / c) if not Path(c).is_absolute() else c for c in group.get("configs", [])]
-    plans = [(run["name"], [*group.get("overrides", []), *run.get("overrides", []), *extra,
-                            f"run.name={run['name']}"])
-             for run in group["runs"] if not only or run["name"] in only]
-    cfgs = [(name, load_config(configs, overrides)) for name, overrides in plans]  # validate all first
     results = []
-    for name, cfg in cfgs:
+    for name, cfg in plan_group(path, extra, only):
         started = time.perf_counter()
         results.append(run_experiment(cfg, resume=resume))
         announce(f"{name}: {time.perf_counter() - started:.0f} s")

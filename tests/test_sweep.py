@@ -1,20 +1,29 @@
 """Groups of runs (configs/experiments/*.yaml): every shipped group validates; bad groups fail clearly."""
 
 import pytest
-from conftest import GROUP_FILES, REPO
+from conftest import GROUP_FILES
 
-from lit_knowledge.config import load_config
 from lit_knowledge.errors import UserError
-from lit_knowledge.sweep import read_group
+from lit_knowledge.sweep import plan_group, read_group
 
 
 @pytest.mark.parametrize("path", GROUP_FILES, ids=lambda p: p.name)
 def test_every_group_and_its_runs_validate(path):
     group = read_group(str(path))
-    configs = [str(REPO / c) for c in group.get("configs", [])]
-    for run in group["runs"]:
-        cfg = load_config(configs, [*group.get("overrides", []), *run.get("overrides", []), f"run.name={run['name']}"])
-        assert cfg.run.name == run["name"]
+    planned = plan_group(str(path))
+    assert [name for name, _ in planned] == [run["name"] for run in group["runs"]]
+    assert all(cfg.run.name == name for name, cfg in planned)
+
+
+def test_a_run_may_bring_its_own_configs_after_the_groups(tmp_path):
+    group = tmp_path / "g.yaml"
+    group.write_text("configs: [configs/quickstart.yaml]\noverrides: [run.experiment=g]\nruns:\n"
+                     "  - {name: a, overrides: [method.name=base]}\n"
+                     "  - {name: b, configs: [configs/baselines/ft_qa.yaml], overrides: [method.lr=0.5]}\n")
+    (a, cfg_a), (b, cfg_b) = plan_group(str(group))
+    assert cfg_a.method.name == "base" and cfg_b.method.name == "ft_qa" and cfg_b.method.lr == 0.5
+    assert cfg_b.run.experiment == "g"  # the group's overrides come after every config
+    assert plan_group(str(group), only=["b"])[0][0] == "b"
 
 
 def test_bad_group_files_fail_with_one_line(tmp_path):

@@ -115,7 +115,7 @@ class DataConfig:
 
 @dataclass
 class PretrainConfig:
-    max_steps: int = doc(3000, "Optimiser steps of reader pretraining.")
+    max_steps: int = doc(4000, "Optimiser steps of reader pretraining.")
     batch_size: int = doc(16, "Pretraining batch size.")
     lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).")
     warmup_steps: int = doc(100, "Linear warm-up steps.")

@@ -256,3 +256,15 @@ def test_lm_loss(model, tokenizer):
     assert abs(loss - torch.log(torch.tensor(float(len(tokenizer)))).item()) < 1.5
     assert lm_loss(model, tokenizer, texts, batch_size=1) == pytest.approx(loss, rel=1e-4)
     assert lm_loss(model, tokenizer, []) is None
+
+
+def test_dialogue_scores_answers_only_unless_asked_to_score_prompts(tokenizer):
+    from lit_knowledge.data.prompts import IGNORE, encode_dialogue
+
+    qa = [("where was ada born ?", "paris"), ("what does ada study ?", "music")]
+    answers_only = encode_dialogue(tokenizer, "ada was born in paris .", qa, 256)
+    everything = encode_dialogue(tokenizer, "ada was born in paris .", qa, 256, score_prompts=True)
+    assert answers_only["input_ids"] == everything["input_ids"]
+    assert everything["labels"] == everything["input_ids"]
+    scored = [t for t in answers_only["labels"] if t != IGNORE]
+    assert len(scored) == 4 and scored[1] == scored[3] == tokenizer.eos_token_id  # two one-word answers, each + eos

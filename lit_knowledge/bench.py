@@ -373,7 +373,6 @@ def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     import lightning.pytorch  # noqa: F401  (it sets its loggers to INFO on import: quiet them afterwards)
 
-
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
     with warnings.catch_warnings():

@@ -70,6 +70,7 @@ from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
 
 SIDES = ("input", "output")
+KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see knowledge_texts()
 SINGLE_DEVICE_STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 
@@ -144,7 +145,7 @@ class OEditParams(GradientEditParams):
                                            "documents and background question turns, never a locality prompt's "
                                            "wording) or none. Real-data sources have no pretraining text here and "
                                            "fall back to none with a warning.",
-                               choices=("pretrain", "mix", "none"))
+                               choices=KNOWLEDGE_TEXTS)
     knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).")
     knowledge_from: str = doc("gradients", "What the knowledge subspace is the top-q subspace of: gradients (per-text "
                                            "gradients of the LM loss on the knowledge texts) or keys (the edited "
@@ -152,7 +153,7 @@ class OEditParams(GradientEditParams):
                                            "output): gradients weigh a direction by how much the model still has "
                                            "to learn there, keys by how much the model uses it.",
                               choices=("gradients", "keys"))
-    knowledge_samples: int = doc(64, "Documents whose per-document gradients give the knowledge subspace.")
+    knowledge_samples: int = doc(64, "Knowledge texts sampled for the knowledge subspace.")
     plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
                             "(stores one flattened copy of the edited matrices per edit).")
 
@@ -174,8 +175,8 @@ class AlphaEditParams(EditParams):
                                            "background question turns, as the reader was pretrained) or none (no "
                                            "null-space projection; real-data sources fall back to none with a "
                                            "warning).",
-                               choices=("pretrain", "mix", "none"))
-    knowledge_samples: int = doc(256, "Documents whose token keys form K0.")
+                               choices=KNOWLEDGE_TEXTS)
+    knowledge_samples: int = doc(256, "Knowledge texts whose token keys form K0.")
     null_space_threshold: float = doc(1e-2, "Eigen-directions of K0 K0^T below this share of the largest "
                                             "eigenvalue span the null space the update is projected onto.")
     ridge: float = doc(1.0, "Weight of the ||dW P||^2 term: the identity in (K_p K_p^T P + K K^T P + ridge I).")
@@ -480,6 +481,26 @@ class EditMethod(KnowledgeMethod):
                           attention_mask=batch["attention_mask"].to(self.device),
                           labels=batch["labels"].to(self.device)).loss
 
+    @torch.no_grad()
+    def key_covariance(self, texts: list[str], names: list[str], outputs: bool = False) -> dict[str, torch.Tensor]:
+        """sum_t x_t x_t^T (float64) over every real token of `texts`, x_t being the input of each edited matrix
+        in `names` (its output with `outputs`): K0 K0^T of AlphaEdit, O-Edit's key-based knowledge subspace."""
+        capture = _Capture({name: self.edited[name] for name in names})
+        was_training = self.model.training
+        self.model.eval()
+        covs = {}
+        try:
+            for batch in self.encoded_texts(texts):
+                self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
+                real = batch["attention_mask"].bool()
+                for name in names:
+                    x = (capture.outputs[name] if outputs else capture.inputs[name])[real].double()
+                    covs[name] = covs.get(name, 0) + x.T @ x
+        finally:
+            capture.close()
+            self.model.train(was_training)
+        return covs
+
     def encoded_texts(self, texts: list[str], batch_size: int = 8):
         """Batches of plain text, every token scored (language modelling)."""
         for i in range(0, len(texts), batch_size):
@@ -553,6 +574,20 @@ class OEdit(EditMethod):
         texts = knowledge_texts(self.cfg, self.params.knowledge_texts, self.params.knowledge_samples) if q else []
         if not texts:
             return
+        if self.params.knowledge_from == "keys":
+            gram = self.key_covariance(texts, list(self.edited), outputs=self.side == "output")
+        else:
+            gram = self.gradient_gram(texts)
+        for name, g in gram.items():
+            values, vectors = torch.linalg.eigh(g.double())
+            order = torch.argsort(values, descending=True)[:q]
+            order = order[values[order] > 1e-12 * values.max().clamp(min=1e-30)]
+            top = vectors[:, order].T.float().cpu()
+            self.knowledge_basis[name] = remove_overlap(orthonormal_rows(top), self.edit_basis[name])
+
+    def gradient_gram(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """sum_d G_d^T G_d (input side; G_d G_d^T for output) over the per-text LM-loss gradients G_d of each
+        edited matrix, at the current weights."""
         gram = {name: torch.zeros(d, d, device=self.device) for name, d in self.dims.items()}
         capture = _Capture(self.edited)
         was_training = self.model.training
@@ -565,12 +600,6 @@ class OEdit(EditMethod):
                                                          ignore_index=IGNORE, reduction="sum")
                 loss = loss / (labels != IGNORE).sum().clamp(min=1)
                 names = list(self.edited)
-                if self.params.knowledge_from == "keys":
-                    real = batch["attention_mask"].bool()
-                    for name in names:
-                        x = (capture.inputs[name] if self.side == "input" else capture.outputs[name].detach())[real]
-                        gram[name] += x.float().T @ x.float()
-                    continue
                 grads = torch.autograd.grad(loss, [capture.outputs[n] for n in names])
                 for name, g in zip(names, grads):
                     per_doc = torch.einsum("bto,bti->boi", g.float(), capture.inputs[name].float())
@@ -581,12 +610,7 @@ class OEdit(EditMethod):
         finally:
             capture.close()
             self.model.train(was_training)
-        for name, g in gram.items():
-            values, vectors = torch.linalg.eigh(g.double())
-            order = torch.argsort(values, descending=True)[:q]
-            order = order[values[order] > 1e-12 * values.max().clamp(min=1e-30)]
-            top = vectors[:, order].T.float().cpu()
-            self.knowledge_basis[name] = remove_overlap(orthonormal_rows(top), self.edit_basis[name])
+        return gram
 
     def projection(self, name: str, matrix: torch.Tensor) -> torch.Tensor:
         """`matrix` (a gradient or an update of matrix `name`) off the edit basis and the knowledge subspace."""
@@ -772,17 +796,7 @@ class AlphaEdit(EditMethod):
         texts = knowledge_texts(self.cfg, self.params.knowledge_texts, self.params.knowledge_samples)
         if not texts:
             return
-        d = self.edited[self.target].in_features
-        cov = torch.zeros(d, d, dtype=torch.float64, device=self.device)
-        capture = _Capture({self.target: self.edited[self.target]})
-        try:
-            with torch.no_grad():
-                for batch in self.encoded_texts(texts):
-                    self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])
-                    keys = capture.inputs[self.target][batch["attention_mask"].bool()].double()
-                    cov += keys.T @ keys
-        finally:
-            capture.close()
+        cov = self.key_covariance(texts, [self.target])[self.target]
         values, vectors = torch.linalg.eigh(cov)
         null = vectors[:, values < self.params.null_space_threshold * values.max()]
         self.null_projector = (null @ null.T).float().cpu()

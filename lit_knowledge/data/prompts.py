@@ -17,6 +17,11 @@ def qa_prompt(question: str, context: str | None = None) -> str:
     return f"{context}\n\n{prompt}" if context else prompt
 
 
+def answered_turns(qa_pairs) -> str:
+    """Questions with their answers as plain text, one prompt-format turn per line (text a model already knows)."""
+    return "\n".join(f"{qa_prompt(q)} {a}" for q, a in qa_pairs)
+
+
 def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict:
     """Token ids of prompt + target (+ eos when target is an answer) and labels that score only the target.
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from lit_knowledge.data.prompts import qa_prompt
+from lit_knowledge.data.prompts import answered_turns
 from lit_knowledge.data.records import Document, Edit, Probe
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.data.streams import EditStream, KnowledgeStream, StreamStep
@@ -250,7 +250,7 @@ class World:
         for person in people:
             qa = [(q, a) for _, q, a in self.questions(person, "train")]
             for wording in range(PROBE_SPLIT):
-                texts.append("\n".join(f"{qa_prompt(q)} {a}" for q, a in qa[wording::PROBE_SPLIT]))
+                texts.append(answered_turns(qa[wording::PROBE_SPLIT]))
         return texts
 
     def background_probes(self) -> list[Probe]:

@@ -343,7 +343,7 @@ def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
         rank_zero_warn(f"method.knowledge_texts={which}: data source {cfg.data.source!r} comes with no pretraining "
                        "text; going on without (as knowledge_texts=none)")
         return []
-    from lit_knowledge.data.prompts import qa_prompt
+    from lit_knowledge.data.prompts import answered_turns
     from lit_knowledge.data.world import QUESTIONS, World
 
     world = World(cfg.data.world)
@@ -354,7 +354,7 @@ def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
     asked = {t.format(name=p.name) for p in world.background for t in (w[0] for w in QUESTIONS.values())}
     qa = [(q, a) for q, a in qa if q not in asked]
     rng.shuffle(qa)
-    turns = ["\n".join(f"{qa_prompt(q)} {a}" for q, a in qa[i:i + 4]) for i in range(0, len(qa), 4)]
+    turns = [answered_turns(qa[i:i + 4]) for i in range(0, len(qa), 4)]
     n_docs = min(len(documents), limit // 2)
     return rng.sample(documents, n_docs) + turns[: limit - n_docs]
 

@@ -2,11 +2,13 @@
 
 import random
 
+import pytest
 from omegaconf import OmegaConf
 
 from lit_knowledge.config import WorldConfig
 from lit_knowledge.data.records import Probe
 from lit_knowledge.data.world import DOC_TEMPLATES, QUESTIONS, World, decade
+from lit_knowledge.errors import UserError
 
 
 def world(**kw):
@@ -123,6 +125,20 @@ def test_locality_never_asks_a_fact_that_an_edit_changes():
     edit_prompts = {e.prompt for e in edits}  # a fact's edit prompt is its locality wording
     asked = [p for e in edits for p, _ in e.locality]
     assert len(asked) == 90 and not edit_prompts & set(asked)
+
+
+def test_more_edits_than_people_edit_each_person_again_on_another_relation():
+    edits = world(num_background=30, num_edits=90).edits().edits  # three rounds: every editable fact once
+    facts = [(e.subject, e.prompt.replace(e.subject, "{name}")) for e in edits]
+    assert len(edits) == 90 and len(set(facts)) == 90
+    assert {e.subject for e in edits[:30]} == {e.subject for e in edits[30:60]} == {e.subject for e in edits[60:]}
+    edit_prompts = {e.prompt for e in edits}
+    assert not edit_prompts & {p for e in edits for p, _ in e.locality}
+
+
+def test_more_edits_than_the_world_holds_is_one_clear_error():
+    with pytest.raises(UserError, match="raise data.world.num_background to at least 34"):
+        world(num_background=33, num_edits=100).edits()
 
 
 def test_reading_examples_use_fresh_people():

@@ -270,19 +270,32 @@ class World:
     # ------------------------------------------------------------------------------------- edits
 
     def edits(self) -> EditStream:
-        """Counterfactual edits about background people: each changes one relation to a new value."""
+        """Counterfactual edits about background people: each changes one relation to a new value.
+
+        The first round edits each background person once; further rounds edit the same people again, each
+        time a relation not yet edited, so a world of n background people holds up to 3n edits.
+        """
         rng = random.Random(self.cfg.seed + 104729)
         edits = []
         people = list(self.background)
         rng.shuffle(people)
         values = {"city": CITIES, "org": self.orgs, "field": FIELDS}
-        count = min(self.cfg.num_edits, len(people))
+        capacity = len(EDIT_RELATIONS) * len(people)
+        if self.cfg.num_edits > capacity:
+            raise UserError(f"data.world.num_edits={self.cfg.num_edits} is more than the {capacity} edits "
+                            f"{len(people)} background people hold ({len(EDIT_RELATIONS)} each): raise "
+                            f"data.world.num_background to at least {-(-self.cfg.num_edits // len(EDIT_RELATIONS))}")
+        count = self.cfg.num_edits
+
+        def target(i: int) -> tuple[Person, str]:
+            person_index, round_ = i % len(people), i // len(people)
+            return people[person_index], EDIT_RELATIONS[(person_index + round_) % len(EDIT_RELATIONS)]
+
         # Locality asks only facts no edit of the stream changes: after all edits, an edited fact's right
         # answer is its new value, so asking it would score a correct edit as a locality failure.
-        edited = {(people[i].name, EDIT_RELATIONS[i % len(EDIT_RELATIONS)]) for i in range(count)}
+        edited = {(person.name, relation) for person, relation in map(target, range(count))}
         for i in range(count):
-            person = people[i]
-            relation = EDIT_RELATIONS[i % len(EDIT_RELATIONS)]
+            person, relation = target(i)
             true = answer(person, relation)
             new = rng.choice([v for v in values[relation] if v != true])
             wordings = [t.format(name=person.name) for t in QUESTIONS[relation]]

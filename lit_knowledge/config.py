@@ -85,6 +85,8 @@ class ModelConfig:
     local_files_only: bool = doc(True, "Never contact a model hub (set false to allow downloads).")
     tokenizer: Optional[str] = doc(None, "Tokenizer id or path; unset = the model's own (or the locally trained one).")
     gradient_checkpointing: bool = doc(False, "Recompute activations in the backward pass (HF models).")
+    chat_template: bool = doc(False, "Ask questions through the tokenizer's chat template with a short-answer "
+                                     "instruction (instruct models such as SmolLM2-Instruct; QA methods).")
     tiny: TinyModelConfig = doc(help="Shape of the tiny model.", factory=TinyModelConfig)
     lora: LoraConfig = doc(help="LoRA adapter settings.", factory=LoraConfig)
 
@@ -108,6 +110,8 @@ class DataConfig:
     num_steps: Optional[int] = doc(None, "Keep only the first N stream steps.")
     docs_per_step: int = doc(10, "Documents per stream step for real document sources.")
     num_edits: Optional[int] = doc(None, "Keep only the first N edits of an edit stream.")
+    qa_share: float = doc(0.0, "Real document sources: share of each document's own questions that become its QA "
+                               "set (what selfparam / ft_qa train on) instead of probes; 0 keeps all as probes.")
     max_length: int = doc(256, "Longest tokenised training example (longer ones are cut from the left of the context).")
     batch_size: int = doc(16, "Training batch size.")
     num_workers: int = doc(0, "DataLoader worker processes.")

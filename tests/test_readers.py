@@ -52,9 +52,9 @@ def full(name: str) -> Path:
     return path
 
 
-def cfg(path=None, docs_per_step=10, num_steps=None, num_edits=None):
+def cfg(path=None, docs_per_step=10, num_steps=None, num_edits=None, qa_share=0.0):
     return SimpleNamespace(path=None if path is None else str(path), docs_per_step=docs_per_step,
-                           num_steps=num_steps, num_edits=num_edits)
+                           num_steps=num_steps, num_edits=num_edits, qa_share=qa_share)
 
 
 def one_line_error(fn, *args, **kwargs) -> str:
@@ -451,3 +451,26 @@ def test_cli_errors(tmp_path):
     assert result.returncode == 2 and "did you mean squad?" in result.stderr and "Traceback" not in result.stderr
     result = cli("stats", "zsre", str(tmp_path / "missing.json"))
     assert result.returncode == 2 and result.stderr == f"error: data file not found: {tmp_path / 'missing.json'}\n"
+
+
+def test_qa_share_moves_every_other_question_into_the_qa_set():
+    from lit_knowledge.data.readers import split_questions
+    from lit_knowledge.data.records import Probe
+
+    probes = [Probe(f"a{i}", "a", f"qa{i}?", [f"A{i}", "alt"]) for i in range(3)] + [Probe("b0", "b", "qb0?", ["B0"])]
+    train_qa, kept = split_questions(probes, 0.5)
+    assert train_qa == {"a": [("qa1?", "A1")]}  # the first answer is the target
+    assert [p.id for p in kept] == ["a0", "a2", "b0"]  # a document with one question keeps it as a probe
+    assert split_questions(probes, 0.0) == ({}, probes)
+    assert "data.qa_share must be in [0, 1)" in one_line_error(split_questions, probes, 1.0)
+
+
+def test_squad_qa_sets_and_unrelated_texts():
+    stream = SOURCES.get("squad")(cfg(MINI["squad"], docs_per_step=3, num_steps=1, qa_share=0.5))
+    step = stream.steps[0]
+    assert set(step.train_qa) <= {d.id for d in step.documents} and step.train_qa
+    asked = {p.question for p in step.probes}
+    assert asked and not asked & {q for qa in step.train_qa.values() for q, _ in qa}
+    # the documents the stream leaves out (not the held-out ones) are what a method may rehearse
+    assert len(stream.unrelated_texts) == 47 - 8 - 3
+    assert not set(stream.unrelated_texts) & ({d.text for d in step.documents} | set(stream.heldout_texts))

@@ -148,3 +148,36 @@ def test_cached_teacher_gives_the_same_loss_as_the_live_teacher():
     a = live.training_step(batch, 0)
     b = cached.training_step(dm_cached._dataset[0], 0)
     assert torch.allclose(a, b, atol=1e-5)
+
+
+CHAT = ("{% for m in messages %}<{{ m.role }}> {{ m.content }}\n{% endfor %}"
+        "{% if add_generation_prompt %}<assistant>\n{% endif %}")
+
+
+def test_chat_template_puts_the_document_in_the_teachers_user_turn():
+    from lit_knowledge.models import load_model
+
+    cfg = load_config([], TINY + ["model.chat_template=true"])
+    torch.manual_seed(0)
+    model, tokenizer = load_model(cfg)
+    tokenizer.chat_template = CHAT
+    m = SelfParam(cfg, model, tokenizer)
+    step = m.stream.steps[0]
+    question, answer = step.train_qa[step.documents[0].id][0]
+    prompt = m.qa_prompt(question)
+    assert prompt.startswith("<system> Answer the question with a short phrase") and prompt.endswith("<assistant>\n")
+    assert f"<user> {question}\n" in prompt
+    assert f"<user> {step.documents[0].text}\n\n{question}\n" in m.qa_prompt(question, step.documents[0].text)
+    row = m.training_examples(step)[0]
+    scored = [t for t in row["labels"] if t != -100]
+    # the same target tokens, last in both rows: the answer right after the assistant header, then end of turn
+    assert scored == [t for t in row["teacher_labels"] if t != -100] == row["teacher_input_ids"][-len(scored):]
+    assert m.tokenizer.decode(scored[:-1]) == answer and scored[-1] == tokenizer.eos_token_id
+    assert len(row["teacher_input_ids"]) > len(row["input_ids"])
+
+
+def test_chat_template_without_a_template_is_one_clear_error():
+    from lit_knowledge.errors import UserError
+
+    with pytest.raises(UserError, match="has no chat template: set model.chat_template=false"):
+        method("model.chat_template=true")

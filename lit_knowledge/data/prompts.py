@@ -3,6 +3,10 @@
 closed-book:  "Question: <question>\nAnswer:"              -> " <answer></s>"
 in-context:   "<context>\n\nQuestion: <question>\nAnswer:"  -> " <answer></s>"
 The answer is followed by the tokenizer's end-of-sequence token; generation stops there.
+
+Instruct models (`model.chat_template=true`) get the same question through their tokenizer's chat template
+instead: a system turn asking for a short answer, a user turn holding the context (if any) and the question,
+then the assistant's turn, which the answer fills ("<assistant header>\n" -> "<answer><end of turn>").
 """
 
 from __future__ import annotations
@@ -12,9 +16,22 @@ import torch
 IGNORE = -100
 
 
-def qa_prompt(question: str, context: str | None = None) -> str:
+CHAT_INSTRUCTION = "Answer the question with a short phrase. If a text is given, take the answer from it."
+
+
+def qa_prompt(question: str, context: str | None = None, chat=None) -> str:
+    """The prompt that asks `question` (after `context`); `chat` is a tokenizer whose chat template to use."""
+    if chat is not None:
+        user = f"{context}\n\n{question}" if context else question
+        messages = [{"role": "system", "content": CHAT_INSTRUCTION}, {"role": "user", "content": user}]
+        return chat.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     prompt = f"Question: {question}\nAnswer:"
     return f"{context}\n\n{prompt}" if context else prompt
+
+
+def answer_separator(prompt: str) -> str:
+    """What goes between a prompt and its answer: a space, unless the prompt ends a line (chat templates)."""
+    return "" if prompt.endswith(("\n", " ")) else " "
 
 
 def answered_turns(qa_pairs) -> str:
@@ -30,7 +47,8 @@ def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict
     """
     prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
     if target:
-        target_ids = tokenizer(" " + target, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        target_ids = tokenizer(answer_separator(prompt) + target, add_special_tokens=False)["input_ids"]
+        target_ids += [tokenizer.eos_token_id]
         prompt_ids = prompt_ids[-max(1, max_length - len(target_ids)) :]
         ids = prompt_ids + target_ids
         labels = [IGNORE] * len(prompt_ids) + target_ids

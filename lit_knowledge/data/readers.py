@@ -599,12 +599,35 @@ def _path(data_cfg, source: str) -> str:
     return str(path)
 
 
+def split_questions(probes: list[Probe], share: float) -> tuple[dict[str, list[tuple[str, str]]], list[Probe]]:
+    """Move `share` of each document's questions into its QA set: (doc id -> [(question, answer)], probes left).
+
+    Questions are taken evenly through each document's list (with share 0.5, every second one, starting with
+    the second), so a document with one question keeps it as a probe. The QA set and the probes never share a
+    question: training on the QA set measures what a method makes of a document beyond the trained strings.
+    """
+    if not 0.0 <= share < 1.0:
+        raise UserError(f"data.qa_share must be in [0, 1), got {share}: it is the share of a document's questions "
+                        "that become its QA set")
+    train_qa: dict[str, list[tuple[str, str]]] = {}
+    kept, position = [], {}
+    for p in probes:
+        i = position[p.doc_id] = position.get(p.doc_id, -1) + 1
+        if int((i + 1) * share) > int(i * share):
+            train_qa.setdefault(p.doc_id, []).append((p.question, p.answers[0]))
+        else:
+            kept.append(p)
+    return train_qa, kept
+
+
 def document_stream(documents: list[Document], probes: list[Probe], data_cfg) -> KnowledgeStream:
     """A KnowledgeStream of `docs_per_step` documents a step, in time order.
 
     With more than 16 documents, the last 8 (in stream order) stay out of the stream and their
     texts become the held-out texts (general ability = language-model loss on them); their probes
-    are dropped. Real data has no background (locality) probes.
+    are dropped. Real data has no background (locality) probes. With `data.qa_share`, a share of each
+    document's questions becomes its QA set (`split_questions`). When `data.num_steps` leaves documents
+    out of the stream, their texts are the stream's unrelated texts (what a method may rehearse).
     """
     docs_per_step = int(data_cfg.docs_per_step)
     if docs_per_step < 1:
@@ -615,8 +638,14 @@ def document_stream(documents: list[Document], probes: list[Probe], data_cfg) ->
         heldout = [d.text for d in ordered[-HELDOUT_DOCS:]]
         ordered = ordered[:-HELDOUT_DOCS]
     kept = {d.id for d in ordered}
-    steps = chunk_documents(ordered, [p for p in probes if p.doc_id in kept], docs_per_step)
-    return KnowledgeStream(steps=steps, heldout_texts=heldout).truncate(data_cfg.num_steps)
+    train_qa, probes = split_questions([p for p in probes if p.doc_id in kept], float(data_cfg.qa_share))
+    steps = chunk_documents(ordered, probes, docs_per_step)
+    for step in steps:
+        step.train_qa = {d.id: train_qa[d.id] for d in step.documents if d.id in train_qa}
+    used = steps if data_cfg.num_steps is None else steps[: data_cfg.num_steps]
+    in_stream = {d.id for step in used for d in step.documents}
+    unrelated = [d.text for d in ordered if d.id not in in_stream]
+    return KnowledgeStream(steps=steps, heldout_texts=heldout, unrelated_texts=unrelated).truncate(data_cfg.num_steps)
 
 
 def _edit_stream(edits: list[Edit], data_cfg) -> EditStream:

@@ -27,6 +27,7 @@ from datasets import Dataset
 from lit_knowledge.config import MethodParams, to_dict
 from lit_knowledge.data.prompts import encode_example, qa_prompt
 from lit_knowledge.data.sources import SOURCES
+from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.protocol import StreamProtocol, summarize
 from lit_knowledge.models import load_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
@@ -49,6 +50,16 @@ def encode_all(tokenizer, pairs: list[tuple[str, str]], max_length: int, **extra
     return Dataset.from_list(rows) if rows else Dataset.from_dict({"input_ids": [], "labels": []})
 
 
+def chat_tokenizer(cfg, tokenizer):
+    """The tokenizer whose chat template formats questions (`model.chat_template`), or None for plain prompts."""
+    if not cfg.model.chat_template:
+        return None
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError(f"model.chat_template=true but the tokenizer of '{cfg.model.name}' has no chat template: "
+                        "set model.chat_template=false (plain 'Question: ... Answer:' prompts)")
+    return tokenizer
+
+
 class KnowledgeMethod(L.LightningModule):
     Params = MethodParams
     kind = "qa"
@@ -61,6 +72,7 @@ class KnowledgeMethod(L.LightningModule):
         if model is None:
             model, tokenizer = load_model(cfg)
         self.model, self.tokenizer = model, tokenizer
+        self.chat = chat_tokenizer(cfg, tokenizer)
         self.model.train()  # from_pretrained returns a model in eval mode
         self.stream = load_stream(cfg)
         self.protocol = self.make_protocol()
@@ -86,7 +98,7 @@ class KnowledgeMethod(L.LightningModule):
         return encode_all(self.tokenizer, [], self.cfg.data.max_length)
 
     def answer(self, probes) -> list[str]:
-        return self.generate([qa_prompt(p.question) for p in probes])
+        return self.generate([self.qa_prompt(p.question) for p in probes])
 
     def finish_step(self, k: int) -> None:
         pass
@@ -104,6 +116,10 @@ class KnowledgeMethod(L.LightningModule):
         return 0
 
     # ------------------------------------------------------------------------------ shared tools
+
+    def qa_prompt(self, question: str, context: str | None = None) -> str:
+        """The prompt asking `question` (after `context`), in the model's format (plain or chat)."""
+        return qa_prompt(question, context, self.chat)
 
     def generate(self, prompts: list[str]) -> list[str]:
         return generate_answers(self.model, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,

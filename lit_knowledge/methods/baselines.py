@@ -19,7 +19,6 @@ from dataclasses import dataclass
 import bm25s
 
 from lit_knowledge.config import MethodParams, doc
-from lit_knowledge.data.prompts import qa_prompt
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
@@ -43,7 +42,7 @@ class InContext(Base):
         self.documents = {d.id: d.text for s in self.stream.steps for d in s.documents}
 
     def answer(self, probes) -> list[str]:
-        return self.generate([qa_prompt(p.question, self.documents.get(p.doc_id)) for p in probes])
+        return self.generate([self.qa_prompt(p.question, self.documents.get(p.doc_id)) for p in probes])
 
 
 @dataclass
@@ -104,8 +103,8 @@ class FTQA(FineTune):
     def pairs(self, step):
         if step.documents and not step.train_qa:
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
-                            "ft_qa needs one (use data.source=world)")
-        pairs = [(qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
+                            "ft_qa needs one (data.source=world, or data.qa_share>0 for real documents)")
+        pairs = [(self.qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
         return pairs + [(text, "") for texts in self.unrelated_texts(step) for text in texts]
 
 
@@ -145,7 +144,7 @@ class RAGBM25(Base):
         hits, _ = retriever.retrieve(bm25s.tokenize([p.question for p in probes], show_progress=False), k=k,
                                      show_progress=False)
         contexts = [" ".join(self.texts[self.indexed[j]] for j in row) for row in hits]
-        return self.generate([qa_prompt(p.question, c) for p, c in zip(probes, contexts)])
+        return self.generate([self.qa_prompt(p.question, c) for p, c in zip(probes, contexts)])
 
     def method_state(self) -> dict:
         return {"indexed": list(self.indexed)}

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from lit_knowledge.config import doc
-from lit_knowledge.data.prompts import IGNORE, collate, encode_example, qa_prompt
+from lit_knowledge.data.prompts import IGNORE, collate, encode_example
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import encode_all
@@ -103,7 +103,7 @@ class SelfParam(FineTune):
         """(document, question, answer) for the QA pairs; (document or "", text, "") for the unrelated texts."""
         if step.documents and not step.train_qa:
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
-                            "selfparam needs one (use data.source=world)")
+                            "selfparam needs one (data.source=world, or data.qa_share>0 for real documents)")
         out = []
         for d, unrelated in zip(step.documents, self.unrelated_texts(step)):
             out += [(d.text, q, a) for q, a in step.train_qa.get(d.id, [])]
@@ -112,17 +112,27 @@ class SelfParam(FineTune):
         return out
 
     def training_examples(self, step):
-        """Student rows (question alone) with the teacher's tokens beside them: the document's tokens
-        followed by exactly the student's tokens, so that target positions line up by construction."""
+        """Student rows (question alone) with the teacher's rows beside them (the document, then the question).
+
+        Both score exactly the same target tokens, last in each row: the answer (and end of sequence) for a
+        QA pair, the whole text for an unrelated text, which the teacher reads after its context.
+        """
         rows, max_length = [], self.cfg.data.max_length
         for i, (context, q, a) in enumerate(self.target_set(step)):
-            student = encode_example(self.tokenizer, qa_prompt(q) if a else q, a, max_length)
-            ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"] if context else []
-            ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
-            rows.append({**student, "teacher_input_ids": ctx + student["input_ids"],
-                         # The student's first token has no prediction (nothing precedes it); in the
-                         # teacher it would, so it is not scored there either.
-                         "teacher_labels": [IGNORE] * (len(ctx) + 1) + student["labels"][1:], "example_index": i})
+            if a:
+                student = encode_example(self.tokenizer, self.qa_prompt(q), a, max_length)
+                teacher = encode_example(self.tokenizer, self.qa_prompt(q, context or None), a, max_length)
+                teacher_ids, teacher_labels = teacher["input_ids"], teacher["labels"]
+            else:
+                student = encode_example(self.tokenizer, q, "", max_length)
+                ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"] if context else []
+                ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
+                teacher_ids = ctx + student["input_ids"]
+                # The student's first token has no prediction (nothing precedes it); in the teacher it
+                # would, so it is not scored there either.
+                teacher_labels = [IGNORE] * (len(ctx) + 1) + student["labels"][1:]
+            rows.append({**student, "teacher_input_ids": teacher_ids, "teacher_labels": teacher_labels,
+                         "example_index": i})
         return Dataset.from_list(rows) if rows else encode_all(self.tokenizer, [], max_length)
 
     # ------------------------------------------------------------------------------ distillation

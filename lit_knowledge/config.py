@@ -100,6 +100,10 @@ class WorldConfig:
     entities_per_step: int = doc(10, "New entities (one document each) per stream step.")
     changes_per_step: int = doc(0, "Earlier stream facts that change at each later step (employer moves).")
     num_edits: int = doc(100, "Counterfactual edits drawn about background entities.")
+    qa_set: str = doc("document", "A stream document's QA set (selfparam / ft_qa train on it, in training wordings): "
+                                  "'document' asks every question the document alone answers (direct facts, decade, "
+                                  "inverse, city and year); 'direct' only the direct facts.",
+                      choices=("document", "direct"))
 
 
 @dataclass

@@ -149,8 +149,8 @@ def test_reading_examples_use_fresh_people():
         assert all(a for _, a in qa)
 
 
-def test_the_training_qa_set_asks_facts_directly_and_never_derived_questions():
-    w = world(num_steps=1, entities_per_step=3)
+def test_the_qa_set_asks_what_the_document_answers_in_training_wordings_only():
+    w = world(num_steps=1, entities_per_step=3, qa_set="direct")
     step = w.stream().steps[0]
     person = w.stream_people[0]
     pairs = step.train_qa[step.documents[0].id]
@@ -158,3 +158,12 @@ def test_the_training_qa_set_asks_facts_directly_and_never_derived_questions():
     assert {a for _, a in pairs} == {person.city, str(person.year), person.org, person.field}
     derived = {p.question for p in step.probes if p.kind in ("transformed", "inverse", "compositional", "multi_hop")}
     assert derived and not derived & {q for q, _ in pairs}
+
+    step = world(num_steps=1, entities_per_step=3).stream().steps[0]  # qa_set: document (the default)
+    direct, pairs = pairs, step.train_qa[step.documents[0].id]
+    assert pairs[:8] == direct and len(pairs) == 11
+    assert pairs[8:] == [(f"in which decade was {person.name} born ?", decade(person.year)),
+                         (f"who was born in {person.city} in {person.year} ?", person.name),
+                         (f"where and in what year was {person.name} born ?", f"{person.city} in {person.year}")]
+    assert not {p.question for p in step.probes} & {q for q, _ in pairs}  # probes: held-out wordings only
+    assert not any("based" in q for q, _ in pairs)  # multi-hop needs the employer's headquarters: probes only

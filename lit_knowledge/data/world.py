@@ -86,6 +86,7 @@ QUESTIONS = {
               "in which discipline does {name} work ?"),
 }
 PROBE_SPLIT = 2
+QA_SETS = ("document", "direct")  # what a stream document's QA set asks (World.qa_set)
 STREAM_POOL = 1000  # names reserved for stream people
 MIN_FRESH = 2000  # names left for freshly drawn people (reading practice, held-out text)
 TRANSFORMED = ("in which decade was {name} born ?", "during which decade was {name} born ?")
@@ -154,13 +155,13 @@ class World:
     def document(self, person: Person, rng: random.Random) -> str:
         return rng.choice(DOC_TEMPLATES).format(**vars(person))
 
-    def questions(self, person: Person, split: str = "all", known: list[Person] = ()) -> list[tuple[str, str, str]]:
+    def questions(self, person: Person, split: str = "all", known: list[Person] = (),
+                  derived: bool = True) -> list[tuple[str, str, str]]:
         """(kind, question, answer) about `person`. split: 'train' wordings, 'probe' (held-out) wordings, or 'all'.
 
-        The 'train' split (a document's QA set, what FT(S) and SELF-PARAM train on) asks each fact directly,
-        in two wordings; the derived questions (transformed, inverse, compositional, multi-hop) are only
-        ever probes, so they measure what a method makes of a fact beyond the trained string. Inverse
-        questions are asked only when no person in `known` shares the birth city and year.
+        Each fact is asked directly (two wordings per split), then, unless `derived` is false for the 'train'
+        split, by the derived questions (transformed, inverse, compositional, multi-hop: one wording per
+        split). Inverse questions are asked only when no person in `known` shares the birth city and year.
         """
         lo, hi = {"train": (0, PROBE_SPLIT), "probe": (PROBE_SPLIT, None), "all": (0, None)}[split]
         out = []
@@ -169,7 +170,7 @@ class World:
             for i, template in enumerate(wordings):
                 kind = "efficacy" if i == 0 else "paraphrase"
                 out.append((kind, template.format(name=person.name), answer(person, relation)))
-        if split == "train":
+        if split == "train" and not derived:
             return out
         half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
         fmt = vars(person)
@@ -200,7 +201,7 @@ class World:
                 doc = Document(f"w{t}-{person.name.replace(' ', '_')}", self.document(person, rng), time=t)
                 docs.append(doc)
                 current[person.name] = person
-                train_qa[doc.id] = [(q, a) for _, q, a in self.questions(person, "train", everyone)]
+                train_qa[doc.id] = self.qa_set(person, everyone)
                 for k, (kind, q, a) in enumerate(self.questions(person, "probe", everyone)):
                     probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind)
                     probes.append(probe)
@@ -219,7 +220,7 @@ class World:
                     docs.append(doc)
                     superseded.setdefault(t, set()).update(question_owner.get(name, []))
                     question_owner[name] = []
-                    train_qa[doc.id] = [(q, a) for _, q, a in self.questions(new, "train", everyone)
+                    train_qa[doc.id] = [(q, a) for _, q, a in self.questions(new, "train", everyone, derived=False)
                                         if q in _org_dependent_questions(new)]
                     for k, (kind, q, a) in enumerate(self.questions(new, "probe", everyone)):
                         if q in _org_dependent_questions(new):
@@ -229,6 +230,19 @@ class World:
             steps.append(StreamStep(t, docs, probes, train_qa))
         return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded,
                                self.rehearsal_texts())
+
+    def qa_set(self, person: Person, known: list[Person]) -> list[tuple[str, str]]:
+        """A stream document's QA set (what selfparam and ft_qa train on), in training wordings only.
+
+        Each fact asked directly in two wordings; with `qa_set: document` also the derived questions that
+        the document alone answers (decade, inverse, city and year), as a QA generator reading only the
+        document could write them. Multi-hop questions need the employer's headquarters, which the document
+        does not state: they are only ever probes. Probes ask everything in held-out wordings.
+        """
+        if self.cfg.qa_set not in QA_SETS:
+            raise UserError(f"data.world.qa_set must be one of {', '.join(QA_SETS)}, got {self.cfg.qa_set!r}")
+        derived = self.cfg.qa_set == "document"
+        return [(q, a) for kind, q, a in self.questions(person, "train", known, derived) if kind != "multi_hop"]
 
     # The background is split in two halves: methods may rehearse what the model knows about the first
     # (`rehearsal_texts`, the stream's unrelated text), locality asks only about the second. So a method that
@@ -248,7 +262,7 @@ class World:
         texts = [self.document(p, rng) for p in people]
         texts += [rng.choice(ORG_DOC_TEMPLATES).format(org=o, hq=self.hq[o]) for o in self.orgs]
         for person in people:
-            qa = [(q, a) for _, q, a in self.questions(person, "train")]
+            qa = [(q, a) for _, q, a in self.questions(person, "train", derived=False)]
             for wording in range(PROBE_SPLIT):
                 texts.append(answered_turns(qa[wording::PROBE_SPLIT]))
         return texts

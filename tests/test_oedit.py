@@ -126,6 +126,29 @@ def test_oedit_gradients_are_orthogonal_to_the_edit_basis_and_knowledge_subspace
     assert projected.norm() > 1e-3 * scale  # there is something left to learn with
 
 
+def test_dense_projector_once_the_bases_cover_half_the_space_projects_the_same():
+    m = make("oedit", "method.steps=5", "method.knowledge_rank=70", "data.num_edits=4")  # 70 of 128 dimensions
+    m.prepare()
+    (name,) = m.edit_basis
+    opt = m.configure_optimizers()
+    for k in range(3):
+        apply(m, k, opt)
+    assert name in m._complement  # in use, and kept up to date edit by edit
+    rows = torch.cat([m.edit_basis[name], m.knowledge_basis[name]]).double()
+    rebuilt = torch.eye(rows.shape[1], dtype=torch.float64) - rows.T @ rows
+    assert (m._complement[name] - rebuilt).abs().max() < 1e-5
+    batch = m._batches[3]
+    m.model.zero_grad()
+    m.edit_loss(batch).backward()
+    grad = m.weights()[name].grad
+    by_bases = project_out(project_out(grad, m.edit_basis[name], "input"), m.knowledge_basis[name], "input")
+    assert torch.allclose(m.projection(name, grad), by_bases, atol=1e-5 * max(1.0, grad.norm().item()))
+    # a restored editor rebuilds it from the bases
+    fresh = make("oedit", "method.steps=5", "method.knowledge_rank=70", "data.num_edits=4")
+    fresh.on_load_checkpoint(_round_trip(m))
+    assert torch.allclose(fresh.projection(name, grad), m.projection(name, grad), atol=1e-6)
+
+
 def test_mix_knowledge_texts_hold_question_turns_but_never_a_locality_prompt():
     from lit_knowledge.methods.oedit import knowledge_texts
 

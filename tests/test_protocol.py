@@ -1,5 +1,6 @@
 """The stream protocol on a scripted method: which probes are asked when, and how they are scored."""
 
+import pytest
 from omegaconf import OmegaConf
 
 from lit_knowledge.config import EvalConfig
@@ -80,3 +81,19 @@ def test_summary_metrics_curves_and_matrix():
     assert out["curves"]["step"] == [1, 2, 3]
     assert out["retention_matrix"][0] == [1.0, None, None]
     assert len(out["retention_matrix"][2]) == 3
+
+
+def test_locality_is_also_reported_for_each_kind_of_background():
+    stream = make_stream()
+    stream.background_probes = [Probe("bg1", "", "q", ["paris"], "namesake"), Probe("bg2", "", "q", ["rome"], "unrelated"),
+                         Probe("bg3", "", "q", ["oslo"], "unrelated")]
+    protocol = StreamProtocol(stream, OmegaConf.structured(EvalConfig))
+    m = Scripted()
+    m.known = {"bg2": "rome", "bg3": "oslo"}  # the namesake's fact was overwritten
+    history = [protocol.evaluate(m, k) for k in range(3)]
+    assert history[0]["locality_f1"] == pytest.approx(2 / 3)
+    assert history[0]["locality_f1_by_kind"] == {"namesake": 0.0, "unrelated": 1.0}
+    metrics = summarize(history, [0.1] * 3, 0, 1.0)["metrics"]
+    assert metrics["locality_f1_namesake"] == 0.0 and metrics["locality_f1_unrelated"] == 1.0
+    # one kind of background: no breakdown
+    assert StreamProtocol(make_stream(), OmegaConf.structured(EvalConfig)).evaluate(m, 0)["locality_f1_by_kind"] == {}

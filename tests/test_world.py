@@ -76,8 +76,14 @@ def test_background_probes_are_about_background_people():
     w = world()
     probes = w.stream().background_probes
     names = {p.name for p in w.background}
-    assert probes and all(isinstance(p, Probe) and p.kind == "locality" for p in probes)
+    assert probes and all(isinstance(p, Probe) for p in probes)
     assert all(any(n in p.question for n in names) for p in probes[:50])
+    # namesakes share a first or last name with someone of the stream; the others share none
+    stream_parts = {part for p in w.stream_people for part in p.name.split()}
+    for p in probes:
+        parts = set(next(n for n in names if n in p.question).split())
+        assert p.kind == ("namesake" if parts & stream_parts else "unrelated")
+    assert {p.kind for p in probes} == {"namesake", "unrelated"}
 
 
 def test_rehearsal_text_never_touches_what_locality_asks():

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-PROBE_KINDS = ("efficacy", "paraphrase", "locality", "multi_hop", "inverse", "compositional", "background")
+PROBE_KINDS = ("efficacy", "paraphrase", "locality", "namesake", "unrelated", "multi_hop", "inverse", "compositional",
+               "transformed", "background")
 
 
 @dataclass

@@ -268,12 +268,19 @@ class World:
         return texts
 
     def background_probes(self) -> list[Probe]:
-        """Closed-book questions about the locality half of the background (held-out wordings): locality."""
+        """Closed-book questions about the locality half of the background (held-out wordings): locality.
+
+        Their kind says whether the person shares a first or last name with someone of the stream
+        ('namesake') or not ('unrelated'): new facts about "gus castellan" can bleed into what the model
+        says about "luca castellan", so the protocol reports locality on each kind as well as on all.
+        """
+        stream_names = {part for p in self.stream_people for part in p.name.split()}
         probes = []
         for person in self.locality_people():
+            locality_kind = "namesake" if stream_names & set(person.name.split()) else "unrelated"
             for k, (kind, q, a) in enumerate(self.questions(person, "probe", self.background)):
                 if kind in ("efficacy", "paraphrase"):
-                    probes.append(Probe(f"bg-{person.name.replace(' ', '_')}-q{k}", "", q, [a], "locality"))
+                    probes.append(Probe(f"bg-{person.name.replace(' ', '_')}-q{k}", "", q, [a], locality_kind))
         return probes
 
     def heldout_texts(self, n: int = 64) -> list[str]:

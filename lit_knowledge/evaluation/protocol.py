@@ -66,9 +66,11 @@ class StreamProtocol:
         earlier = [p for group in asked[:k] for p in group]
         retention = score(earlier) if earlier else None
         locality = score(self.background) if self.background else None
-        by_kind = defaultdict(list)
+        by_kind, background_by_kind = defaultdict(list), defaultdict(list)
         for p in asked[k]:
             by_kind[p.kind].append(p)
+        for p in self.background:
+            background_by_kind[p.kind].append(p)
         return {
             "step": k,
             "efficacy_em": efficacy["em"] if efficacy else None,
@@ -78,6 +80,9 @@ class StreamProtocol:
             "locality_f1": locality["f1"] if locality else None,
             "lm_loss": method.lm_loss(self.heldout),
             "efficacy_f1_by_kind": {kind: score(ps)["f1"] for kind, ps in sorted(by_kind.items())},
+            # Background of more than one kind (the world: namesakes of stream people and the rest).
+            "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(background_by_kind.items())}
+                                    if len(background_by_kind) > 1 else {}),
             "retention_row": [s["f1"] if s else None for s in row_scores],
             "examples": [(p.question, p.answers[0], predictions[p.id]) for p in asked[k][:5]],
         }
@@ -104,6 +109,8 @@ def summarize(history: list[dict], timings: list[float], extra_storage_bytes: in
     }
     for kind in kinds:
         metrics[f"efficacy_f1_{kind}"] = mean(r["efficacy_f1_by_kind"].get(kind) for r in history)
+    for kind, f1 in final.get("locality_f1_by_kind", {}).items():
+        metrics[f"locality_f1_{kind}"] = f1
     curves = {
         "step": [r["step"] + 1 for r in history],
         "efficacy_f1": [r["efficacy_f1"] for r in history],

@@ -564,6 +564,12 @@ class OEdit(EditMethod):
         self.dims = {name: m.in_features if side == "input" else m.out_features for name, m in self.edited.items()}
         self.edit_basis = {name: torch.zeros(0, d) for name, d in self.dims.items()}
         self.knowledge_basis = {name: torch.zeros(0, d) for name, d in self.dims.items()}
+        # Once the two bases cover more than half of a matrix's space, projecting onto what is left with one
+        # dense (d x d) projector costs less than projecting off k > d / 2 basis rows, and its cost no longer
+        # grows with the number of edits. Derived from the bases (never saved): see `projector`. Kept in float64
+        # (updated once per edit, over thousands of edits) with a float32 copy for the projections.
+        self._complement: dict[str, torch.Tensor] = {}
+        self._complement32: dict[str, torch.Tensor] = {}
         width = sum(m.weight.numel() for m in self.edited.values())
         self.update_basis = GrowingRows(width) if self.params.plus else None
 
@@ -584,6 +590,8 @@ class OEdit(EditMethod):
             order = order[values[order] > 1e-12 * values.max().clamp(min=1e-30)]
             top = vectors[:, order].T.float().cpu()
             self.knowledge_basis[name] = remove_overlap(orthonormal_rows(top), self.edit_basis[name])
+            self._complement.pop(name, None)
+            self._complement32.pop(name, None)
 
     def gradient_gram(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """sum_d G_d^T G_d (input side; G_d G_d^T for output) over the per-text LM-loss gradients G_d of each
@@ -616,9 +624,28 @@ class OEdit(EditMethod):
         """`matrix` (a gradient or an update of matrix `name`) off the edit basis and the knowledge subspace."""
         dtype = matrix.dtype
         m = matrix.float()
+        complement = self.projector(name)
+        if complement is not None:
+            complement = complement.to(m.device)
+            return (m @ complement if self.side == "input" else complement @ m).to(dtype)
         for basis in (self.edit_basis[name], self.knowledge_basis[name]):
             m = project_out(m, basis.to(m.device), self.side)
         return m.to(dtype)
+
+    def projector(self, name: str) -> torch.Tensor | None:
+        """I - B^T B for the rows B of both bases (mutually orthogonal), once they hold over half the dimensions.
+
+        Built from the bases the first time (after a restore too), then kept up to date by `close_edit` one
+        edit's new directions at a time, so no edit pays for the whole basis again.
+        """
+        if name not in self._complement:
+            covered = self.edit_basis[name].shape[0] + self.knowledge_basis[name].shape[0]
+            if 2 * covered <= self.dims[name]:
+                return None
+            rows = torch.cat([self.edit_basis[name], self.knowledge_basis[name]]).double()
+            self._complement[name] = torch.eye(self.dims[name], dtype=torch.float64) - rows.T @ rows
+            self._complement32[name] = self._complement[name].float()
+        return self._complement32[name]
 
     # ------------------------------------------------------------------------------ one edit
 
@@ -683,8 +710,19 @@ class OEdit(EditMethod):
                     w.copy_((self._before[name].float() + delta[name]).to(w.dtype))
         for name, d in delta.items():
             directions = core_directions(d, self.params.energy, self.side, self.params.max_directions_per_edit)
+            known = self.edit_basis[name].shape[0]
             self.edit_basis[name] = extend_basis(self.edit_basis[name], directions.cpu())
-            self.knowledge_basis[name] = remove_overlap(self.knowledge_basis[name], self.edit_basis[name])
+            new = self.edit_basis[name][known:]
+            # The knowledge subspace is already orthogonal to the earlier edit directions: only the new ones
+            # can overlap it (they rarely do, since every update was projected off it).
+            if new.shape[0] and self.knowledge_basis[name].shape[0] and \
+                    (self.knowledge_basis[name] @ new.T).abs().max() > 1e-4:
+                self.knowledge_basis[name] = remove_overlap(self.knowledge_basis[name], new)
+            if name in self._complement and new.shape[0]:
+                # what the new directions add to the covered space, removed from the projector
+                added = orthonormal_rows(new.double() @ self._complement[name])
+                self._complement[name] -= added.T @ added
+                self._complement32[name] = self._complement[name].float()
             if not self._warned_full and self.edit_basis[name].shape[0] >= 0.95 * self.dims[name]:
                 self._warned_full = True
                 rank_zero_warn(f"O-Edit: the edit basis of {name} fills {self.edit_basis[name].shape[0]} of "
@@ -724,6 +762,7 @@ class OEdit(EditMethod):
         }
 
     def load_editor_state(self, state: dict) -> None:
+        self._complement, self._complement32 = {}, {}  # rebuilt from the restored bases when first needed
         for key in ("edit_basis", "knowledge_basis"):
             saved = state.get(key) or {}
             for name in self.dims:

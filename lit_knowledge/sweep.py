@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from lit_knowledge.errors import UserError, cli_entry_point
+from lit_knowledge.errors import UserError, cli_entry_point, did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,6 +49,11 @@ def plan_group(path: str, extra: list[str] = (), only: list[str] | None = None) 
     from lit_knowledge.config import load_config
 
     group = read_group(path)
+    names = [run["name"] for run in group["runs"]]
+    for name in only or ():
+        if name not in names:
+            raise UserError(f"--only {name}: group file {path} has no run of that name{did_you_mean(name, names)}; "
+                            f"its runs are {', '.join(names)}")
 
     def paths(names):
         return [str(REPO / c) if not Path(c).is_absolute() else c for c in names]
@@ -79,7 +84,10 @@ def main(argv=None) -> int:
     parser.add_argument("--only", nargs="+", help="run only these names of the group")
     parser.add_argument("--resume", default="auto", help="auto | never (passed to every run)")
     args = parser.parse_args(argv)
-    results = run_group(args.group, args.overrides, args.only, args.resume)
+    # `--only a b key=value` : the key=value items after --only are overrides, not run names
+    only = [n for n in args.only or () if "=" not in n] or None
+    overrides = args.overrides + [n for n in args.only or () if "=" in n]
+    results = run_group(args.group, overrides, only, args.resume)
     from lit_knowledge.report import build_report
 
     print(build_report(Path(results[0]["run_dir"]).parent))

@@ -36,3 +36,25 @@ def test_bad_group_files_fail_with_one_line(tmp_path):
     bad.write_text("runs: [{overrides: [method.name=base]}]\n")
     with pytest.raises(UserError, match="needs a 'name'"):
         read_group(str(bad))
+
+
+def test_only_names_runs_of_the_group_and_leaves_overrides_to_the_runs(tmp_path, monkeypatch):
+    import lit_knowledge.sweep as sweep
+
+    group = tmp_path / "g.yaml"
+    group.write_text("configs: [configs/quickstart.yaml]\nruns:\n  - {name: base, overrides: [method.name=base]}\n"
+                     "  - {name: ft_qa, overrides: [method.name=ft_qa]}\n")
+    with pytest.raises(UserError, match="no run of that name \\(did you mean ft_qa\\?\\)"):
+        plan_group(str(group), only=["ft-qa"])
+    import lit_knowledge.report
+
+    seen = {}
+
+    def run_group(path, extra, only, resume):
+        seen.update(extra=extra, only=only)
+        return [{"run_dir": str(tmp_path / "g" / "ft_qa")}]
+
+    monkeypatch.setattr(sweep, "run_group", run_group)
+    monkeypatch.setattr(lit_knowledge.report, "build_report", lambda directory: "")
+    assert sweep.main([str(group), "--only", "ft_qa", "run.root=/tmp/x", "logger.backend=none"]) == 0
+    assert seen == {"extra": ["run.root=/tmp/x", "logger.backend=none"], "only": ["ft_qa"]}

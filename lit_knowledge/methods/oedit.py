@@ -684,6 +684,9 @@ class OEdit(EditMethod):
                 w.grad = self.projection(name, w.grad)
             if self.params.max_grad_norm:
                 torch.nn.utils.clip_grad_norm_(list(weights.values()), self.params.max_grad_norm)
+            if self.params.optimizer == "sgd":  # plain SGD steps along the projected gradient: nothing to redo
+                optimizer.step()
+                continue
             previous = {name: w.detach().clone() for name, w in weights.items()}
             optimizer.step()
             with torch.no_grad():

@@ -233,3 +233,14 @@ def test_report_duplicate_run_names_use_paths(tmp_path):
     rows = report.collect_results(exp)
     assert [r["run"] for r in rows] == ["seed0", "seed1"]
     assert json.loads((exp / "seed0" / "results.json").read_text())["run"] == "same"
+
+
+def test_time_per_update_gets_its_own_panel_beside_the_scores():
+    from lit_knowledge.evaluation.results import curve_figure
+
+    curves = {"step": [1, 10, 100], "reliability": [1.0, 0.9, 0.9], "update_time_s": [0.2, 0.25, 0.3]}
+    scores, times = curve_figure(curves).axes
+    assert [line.get_label() for line in scores.get_lines()] == ["reliability"]
+    assert [line.get_label() for line in times.get_lines()] == ["update_time_s"]
+    assert times.get_ylabel() == "seconds per update"
+    assert len(curve_figure({"step": [1, 2], "efficacy_f1": [0.5, 0.6]}).axes) == 1  # no times: one panel

@@ -195,25 +195,40 @@ def results_markdown(results: dict) -> str:
 # ----------------------------------------------------------------------------------------- plots
 
 
-def plot_curves(curves: dict, path: Path, title: str = "", xlabel: str = "step") -> None:
-    """Plot the main per-step curves (None shows as a gap) against the step and save a png at `path`."""
+TIME_CURVE = "update_time_s"
+
+
+def curve_figure(curves: dict, title: str = "", xlabel: str = "step"):
+    """The main per-step curves (None shows as a gap) against the step; beside them, when the curves have it,
+    the time per update against the step (its own axis: seconds, not a score)."""
     from matplotlib.figure import Figure  # a bare Figure renders with Agg and never touches pyplot state
     from matplotlib.ticker import MaxNLocator
 
     steps = curve_steps(curves)
-    fig = Figure(figsize=(6, 4), dpi=100)
-    ax = fig.subplots()
-    for name in curves_to_plot(curves):
-        ys = [math.nan if v is None else float(v) for v in curves[name]][: len(steps)]
-        ax.plot(steps[: len(ys)], ys, marker="o", markersize=3, label=name)
-    ax.set_xlabel(xlabel)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_ylabel("score")
+    timed = any(v is not None for v in curves.get(TIME_CURVE) or [])
+    fig = Figure(figsize=(10 if timed else 6, 4), dpi=100)
+    axes = fig.subplots(1, 2 if timed else 1, squeeze=False)[0]
+    panels = [(axes[0], [n for n in curves_to_plot(curves) if n != TIME_CURVE], "score")]
+    if timed:
+        panels.append((axes[1], [TIME_CURVE], "seconds per update"))
+    for ax, names, ylabel in panels:
+        for name in names:
+            ys = [math.nan if v is None else float(v) for v in curves[name]][: len(steps)]
+            ax.plot(steps[: len(ys)], ys, marker="o", markersize=3, label=name)
+        ax.set_xlabel(xlabel)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
     if title:
-        ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict, path: Path, title: str = "", xlabel: str = "step") -> None:
+    """`curve_figure` saved as a png at `path` (written whole, then renamed into place)."""
+    fig = curve_figure(curves, title, xlabel)
     tmp = path.with_name(path.name + ".tmp")
     fig.savefig(tmp, format="png")
     os.replace(tmp, path)

@@ -70,7 +70,8 @@ def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, st
     for i, (question, answer) in enumerate(qa_pairs):
         prompt = qa_prompt(question, context) if i == 0 else "\n" + qa_prompt(question)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(" " + answer, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+        answer_ids = tokenizer(answer_separator(prompt) + answer, add_special_tokens=False)["input_ids"]
+        answer_ids += [tokenizer.eos_token_id]
         if len(ids) + len(prompt_ids) + len(answer_ids) > max_length:
             break
         ids += prompt_ids + answer_ids

@@ -15,9 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, TypeVar
 
-PROBE_KINDS = ("efficacy", "paraphrase", "locality", "namesake", "unrelated", "multi_hop", "inverse", "compositional",
-               "transformed", "background")
-
 
 @dataclass
 class Document:

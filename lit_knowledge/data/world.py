@@ -86,7 +86,6 @@ QUESTIONS = {
               "in which discipline does {name} work ?"),
 }
 PROBE_SPLIT = 2
-QA_SETS = ("document", "direct")  # what a stream document's QA set asks (World.qa_set)
 STREAM_POOL = 1000  # names reserved for stream people
 MIN_FRESH = 2000  # names left for freshly drawn people (reading practice, held-out text)
 TRANSFORMED = ("in which decade was {name} born ?", "during which decade was {name} born ?")
@@ -239,8 +238,6 @@ class World:
         document could write them. Multi-hop questions need the employer's headquarters, which the document
         does not state: they are only ever probes. Probes ask everything in held-out wordings.
         """
-        if self.cfg.qa_set not in QA_SETS:
-            raise UserError(f"data.world.qa_set must be one of {', '.join(QA_SETS)}, got {self.cfg.qa_set!r}")
         derived = self.cfg.qa_set == "document"
         return [(q, a) for kind, q, a in self.questions(person, "train", known, derived) if kind != "multi_hop"]
 

@@ -42,6 +42,11 @@ class StreamProtocol:
         self.cfg = eval_cfg
         self.step_probes = [_cap(s.probes, eval_cfg.max_probes, seed + s.index) for s in stream.steps]
         self.background = _cap(stream.background_probes, eval_cfg.max_probes, seed - 1)
+        # Locality is also reported per kind when the background has several (the world: namesakes of stream
+        # people and the rest).
+        self.background_by_kind: dict[str, list[Probe]] = defaultdict(list)
+        for p in self.background:
+            self.background_by_kind[p.kind].append(p)
         self.heldout = stream.heldout_texts[: eval_cfg.lm_loss_texts]
 
     def superseded_by(self, k: int) -> set[str]:
@@ -66,11 +71,9 @@ class StreamProtocol:
         earlier = [p for group in asked[:k] for p in group]
         retention = score(earlier) if earlier else None
         locality = score(self.background) if self.background else None
-        by_kind, background_by_kind = defaultdict(list), defaultdict(list)
+        by_kind = defaultdict(list)
         for p in asked[k]:
             by_kind[p.kind].append(p)
-        for p in self.background:
-            background_by_kind[p.kind].append(p)
         return {
             "step": k,
             "efficacy_em": efficacy["em"] if efficacy else None,
@@ -80,9 +83,8 @@ class StreamProtocol:
             "locality_f1": locality["f1"] if locality else None,
             "lm_loss": method.lm_loss(self.heldout),
             "efficacy_f1_by_kind": {kind: score(ps)["f1"] for kind, ps in sorted(by_kind.items())},
-            # Background of more than one kind (the world: namesakes of stream people and the rest).
-            "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(background_by_kind.items())}
-                                    if len(background_by_kind) > 1 else {}),
+            "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(self.background_by_kind.items())}
+                                    if len(self.background_by_kind) > 1 else {}),
             "retention_row": [s["f1"] if s else None for s in row_scores],
             "examples": [(p.question, p.answers[0], predictions[p.id]) for p in asked[k][:5]],
         }

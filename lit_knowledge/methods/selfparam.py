@@ -38,7 +38,7 @@ class SelfParamParams(FineTuneParams):
     temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).")
     unrelated_per_document: int = doc(32, "Unrelated texts added to the target set per document: the student "
                                           "keeps matching the teacher on them (world: 4 kept locality at 0.66, "
-                                          "32 at 0.85; README).")
+                                          "32 at 0.84; README).")
     unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
                                           "the student keeps the base model's predictions) or document (the step's "
                                           "document first, as for the QA pairs; a small reader then copies the "

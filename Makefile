@@ -2,20 +2,26 @@
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
-# The CPU build of torch is installed first and on its own: an unpinned torch would pull a multi-GB CUDA build.
+# torch must be the 2.13.0 CPU build: an unpinned torch would pull a multi-GB CUDA build.
 TORCH  ?= torch==2.13.0
+# That CPU wheel for this Python, where pip's find-links directory holds it (this machine's kind does): uv
+# installs it from the file in seconds, where pip takes most of a minute to unpack it.
+PYTAG  := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
+TORCH_WHEEL ?= $(firstword $(wildcard $(addsuffix /torch-2.13.0+cpu-$(PYTAG)-*.whl,\
+                   $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))))
 
 .PHONY: setup quickstart test test-fast lint bench provision-smollm clean
 
+# With uv: torch first (the wheel file, else pip's pinned install), then the rest held to it by a constraint so
+# nothing can swap it for a CUDA build. Where uv cannot be had or fails: plain pip for everything.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet "$(TORCH)"
-	# The rest through uv (seconds, where pip takes over a minute), held to the torch just installed so nothing
-	# can swap it for a CUDA build; plain pip does it where uv cannot be had.
 	echo "$(TORCH)" > $(VENV)/torch-constraint.txt
-	($(PY) -m pip install --quiet uv && $(PY) -m uv pip install --quiet --python $(PY) \
-	    -c $(VENV)/torch-constraint.txt -e ".[dev]") || $(PY) -m pip install --quiet -e ".[dev]"
+	($(PY) -m pip install --quiet uv && \
+	  { [ -n "$(TORCH_WHEEL)" ] && $(PY) -m uv pip install --quiet --python $(PY) "$(TORCH_WHEEL)" || \
+	    $(PY) -m pip install --quiet "$(TORCH)"; } && \
+	  $(PY) -m uv pip install --quiet --python $(PY) -c $(VENV)/torch-constraint.txt -e ".[dev]") || \
+	($(PY) -m pip install --quiet "$(TORCH)" && $(PY) -m pip install --quiet -e ".[dev]")
 	touch $@
 
 setup: $(VENV)/.installed

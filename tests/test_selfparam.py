@@ -50,7 +50,7 @@ def test_kl_zero_when_student_is_teacher_and_context_is_empty():
 
 
 def test_teacher_tokens_end_with_the_student_tokens():
-    m = method()
+    m = method("method.namesake_contrasts=0")
     rows = m.training_examples(m.stream.steps[0])
     assert len(rows) > 0
     for row in rows:
@@ -83,6 +83,44 @@ def test_target_set_mixes_in_the_same_unrelated_texts_ft_qa_can_rehearse():
     assert rehearsed == [text for _, text in unrelated]  # same texts, same seed: a like-for-like ablation
     plain = FTQA(load_config([], TINY + ["method.name=ft_qa"]))
     assert all(target for _, target in plain.pairs(step))  # FT(S) of the paper: the QA set alone
+
+
+def test_namesake_contrasts_ask_the_qa_set_about_namesakes_closed_book():
+    m = method("method.unrelated_per_document=0", "method.namesake_contrasts=2")
+    step = m.stream.steps[1]
+    doc = step.documents[0]
+    first, last = doc.subject.split()
+    qa = step.train_qa[doc.id]
+    contrasts = m.namesake_contrasts(step, doc, qa)
+    naming = [(q, a) for q, a in qa if doc.subject in q]
+    assert naming and len(contrasts) == 2 * len(naming)
+    seen = {part for s in m.stream.steps[:2] for d in s.documents for part in d.subject.split()}
+    swaps = ([f"{x} {last}" for x in seen], [f"{first} {x}" for x in seen])  # first name swapped, then last
+    for j, ((q, a), (contrast, answer)) in enumerate(zip([p for p in naming for _ in range(2)], contrasts)):
+        assert answer == a and doc.subject not in contrast
+        assert any(q.replace(doc.subject, n) == contrast for n in swaps[j % 2] if n != doc.subject)
+    # in the target set they come after the document's QA pairs, and their teacher reads no document
+    target = m.target_set(step)
+    assert target[len(qa) : len(qa) + len(contrasts)] == [("", q, a) for q, a in contrasts]
+    rows = m.training_examples(step)
+    for r in rows.select(range(len(qa), len(qa) + len(contrasts))):
+        assert r["teacher_input_ids"] == r["input_ids"]
+    assert method("method.namesake_contrasts=0").namesake_contrasts(step, doc, qa) == []
+
+
+def test_ft_qa_learns_namesake_contrasts_as_the_model_answered_them():
+    from lit_knowledge.methods.baselines import FTQA
+
+    torch.manual_seed(0)
+    ft = FTQA(load_config([], TINY + ["method.name=ft_qa", "method.namesake_contrasts=2"]))
+    step = ft.stream.steps[1]
+    contrasts = [ft.qa_prompt(q) for d in step.documents for q, _ in ft.namesake_contrasts(step, d, step.train_qa[d.id])]
+    pairs = ft.pairs(step)
+    assert contrasts and [p for p, _ in pairs if p in contrasts] == contrasts
+    # the targets are the model's own closed-book answers (hard targets: FT(S)'s like-for-like arm)
+    assert [t for p, t in pairs if p in contrasts] == ft.generate(contrasts)
+    plain = FTQA(load_config([], TINY + ["method.name=ft_qa"]))
+    assert not [p for p, _ in plain.pairs(step) if p in contrasts]
 
 
 def test_gradients_reach_only_the_adapter():

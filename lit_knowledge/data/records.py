@@ -2,7 +2,7 @@
 
 Every reader, the synthetic world and every method speak in these three records:
 
-- `Document`: a piece of text to be learned, with the time it appears in the stream.
+- `Document`: a piece of text to be learned, with the time it appears in the stream (and its subject, if known).
 - `Probe`: a question about a document (or about background knowledge), with its accepted answers.
 - `Edit`: a knowledge-editing request (a prompt whose completion should change).
 """
@@ -21,6 +21,8 @@ class Document:
     id: str
     text: str
     time: int = 0
+    # The entity the document is about, when the source knows it (the world's documents: the person's name).
+    subject: str = ""
 
 
 @dataclass

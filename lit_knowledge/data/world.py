@@ -197,7 +197,8 @@ class World:
             people = self.stream_people[t * cfg.entities_per_step : (t + 1) * cfg.entities_per_step]
             docs, probes, train_qa = [], [], {}
             for person in people:
-                doc = Document(f"w{t}-{person.name.replace(' ', '_')}", self.document(person, rng), time=t)
+                doc = Document(f"w{t}-{person.name.replace(' ', '_')}", self.document(person, rng), time=t,
+                               subject=person.name)
                 docs.append(doc)
                 current[person.name] = person
                 train_qa[doc.id] = self.qa_set(person, everyone)
@@ -215,7 +216,7 @@ class World:
                                  old.field)
                     current[name] = new
                     text = rng.choice(CHANGE_TEMPLATES).format(name=name, old_org=old.org, org=new.org)
-                    doc = Document(f"w{t}-move-{name.replace(' ', '_')}", text, time=t)
+                    doc = Document(f"w{t}-move-{name.replace(' ', '_')}", text, time=t, subject=name)
                     docs.append(doc)
                     superseded.setdefault(t, set()).update(question_owner.get(name, []))
                     question_owner[name] = []

@@ -55,6 +55,10 @@ class FineTuneParams(MethodParams):
     unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
                                          "on the world, documents and answered questions about the rehearsal half "
                                          "of the background) added to the training set per document.")
+    namesake_contrasts: int = doc(0, "ft_qa and selfparam: for each QA pair that names its document's subject, "
+                                     "this many copies naming a namesake instead (one part of the name swapped for "
+                                     "the same part of another subject seen so far), trained towards what the model "
+                                     "says closed-book about them. Needs documents with a subject; 0: off.")
 
 
 class FineTune(KnowledgeMethod):
@@ -76,6 +80,39 @@ class FineTune(KnowledgeMethod):
         texts, n = self.stream.unrelated_texts, self.params.unrelated_per_document
         rng = random.Random(self.cfg.run.seed * 7919 + step.index)
         return [rng.sample(texts, min(len(texts), n)) if n else [] for _ in step.documents]
+
+    def namesake_contrasts(self, step, document, qa) -> list[tuple[str, str]]:
+        """The document's questions about someone who shares part of its subject's name, with its answer.
+
+        Trained towards what the model says closed-book (SELF-PARAM: the teacher reading no document; FT(S):
+        the model's own answers before training), they teach the update to keep what the model said about
+        "luca castellan" while it learns "gus castellan"'s new facts. The answer returned is the document's:
+        where SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and
+        earlier steps.
+        """
+        n, subject = self.params.namesake_contrasts, document.subject
+        if not n or len(subject.split()) < 2:
+            return []
+        parts = subject.split()
+        pool = [[] for _ in parts]  # the names seen so far in each position (first names, last names, ...)
+        for earlier in self.stream.steps[: step.index + 1]:
+            for d in earlier.documents:
+                other = d.subject.split()
+                if len(other) == len(parts):
+                    for i, part in enumerate(other):
+                        if part != parts[i] and part not in pool[i]:
+                            pool[i].append(part)
+        rng = random.Random(f"{self.cfg.run.seed}/{step.index}/{document.id}")
+        out = []
+        for q, a in qa:
+            if subject not in q:
+                continue
+            for j in range(n):
+                i = j % len(parts)  # swap the first name, then the last name, ...
+                if pool[i]:
+                    namesake = " ".join(rng.choice(pool[i]) if k == i else p for k, p in enumerate(parts))
+                    out.append((q.replace(subject, namesake), a))
+        return out
 
     def training_step(self, batch, batch_idx):
         return self.lm_training_step(batch)
@@ -105,6 +142,10 @@ class FTQA(FineTune):
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
                             "ft_qa needs one (data.source=world, or data.qa_share>0 for real documents)")
         pairs = [(self.qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
+        # Namesake contrasts, answered as the model answers them before any training (hard targets).
+        contrasts = [self.qa_prompt(q) for d in step.documents
+                     for q, _ in self.namesake_contrasts(step, d, step.train_qa.get(d.id, []))]
+        pairs += list(zip(contrasts, self.generate(contrasts))) if contrasts else []
         return pairs + [(text, "") for texts in self.unrelated_texts(step) for text in texts]
 
 

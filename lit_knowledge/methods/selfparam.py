@@ -8,6 +8,8 @@
 - Target set S: question-answer pairs about the document (`StreamStep.train_qa`: several wordings per
   fact, disjoint from the probes' wordings), plus unrelated sentences (`KnowledgeStream.unrelated_texts`)
   so that the student keeps matching the teacher where the document says nothing.
+  Beyond the paper (`namesake_contrasts`): the QA set's questions asked about namesakes of the document's
+  subject, where the student keeps matching the closed-book teacher (new facts stay with the full name).
 - Loss: token-level KL(teacher || student) over the full vocabulary on the target tokens,
       KL( P_teacher(a_i | context, q, a_<i) || P_student(a_i | q, a_<i) ),
   at temperature T (scaled by T^2). Never the argmax next token: that is the FT(S) baseline (`ft_qa`).
@@ -44,6 +46,12 @@ class SelfParamParams(FineTuneParams):
                                           "document first, as for the QA pairs; a small reader then copies the "
                                           "document's facts into the unrelated text and teaches them).",
                                  choices=("plain", "document"))
+    namesake_contrasts: int = doc(2, "Beyond the paper: for each QA pair that names its document's subject, this "
+                                     "many copies naming a namesake instead (one part of the name swapped for the "
+                                     "same part of another subject seen so far in the stream), where the student "
+                                     "keeps the closed-book teacher's answer, so new facts stay with the full name "
+                                     "(world locality on namesakes 0.86 -> 0.96; README). Needs documents with a "
+                                     "subject; 0: off.")
     teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
                                "distributions computed at the start of each step (needed for full fine-tuning).",
                        choices=("live", "cached"))
@@ -107,7 +115,9 @@ class SelfParam(FineTune):
                             "selfparam needs one (data.source=world, or data.qa_share>0 for real documents)")
         out = []
         for d, unrelated in zip(step.documents, self.unrelated_texts(step)):
-            out += [(d.text, q, a) for q, a in step.train_qa.get(d.id, [])]
+            qa = step.train_qa.get(d.id, [])
+            out += [(d.text, q, a) for q, a in qa]
+            out += [("", q, a) for q, a in self.namesake_contrasts(step, d, qa)]
             context = d.text if self.params.unrelated_teacher == "document" else ""
             out += [(context, text, "") for text in unrelated]
         return out

@@ -115,6 +115,13 @@ def test_tokenizer_round_trip(tokenizer):
     assert tokenizer.unk_token_id not in tokenizer(QUESTION, add_special_tokens=False)["input_ids"]
 
 
+def test_token_ids_match_the_tokenizers_own_call(tokenizer):
+    from lit_knowledge.data.prompts import token_ids
+
+    for text in (SENTENCE, QUESTION, " 1991", "\n" + qa_prompt("where was ada abbott born ?"), "Ada Abbott.", ""):
+        assert token_ids(tokenizer, text) == tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
 def test_tokenizer_save_pretrained_round_trip(tokenizer, tmp_path):
     tokenizer.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(str(tmp_path), local_files_only=True)

@@ -24,6 +24,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from omegaconf import DictConfig, OmegaConf
+
 from lit_knowledge.data.prompts import answered_turns
 from lit_knowledge.data.records import Document, Edit, Probe
 from lit_knowledge.data.sources import SOURCES
@@ -118,7 +120,8 @@ class World:
     """All of the world's facts, drawn once from `seed`; every method of it is deterministic."""
 
     def __init__(self, cfg):
-        self.cfg = cfg
+        # A plain dataclass, not the OmegaConf node: its attributes are read for every example drawn.
+        self.cfg = cfg = OmegaConf.to_object(cfg) if isinstance(cfg, DictConfig) else cfg
         rng = random.Random(cfg.seed)
         orgs = [f"{a} {b}" for a in ORG_FIRST for b in ORG_LAST]
         rng.shuffle(orgs)

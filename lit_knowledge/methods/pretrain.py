@@ -74,6 +74,8 @@ class PretrainReader(L.LightningModule):
         self.tokenizer = train_word_tokenizer(self.world.texts(), cfg.model.tiny.vocab_size)
         self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
         self.background_docs, self.background_qa = self.world.background_corpus()
+        self.mix = OmegaConf.to_object(cfg.pretrain)  # plain values: `sample` reads them for every example
+        self.max_length = cfg.data.max_length
         self.report: dict = {}
 
     def sample(self, rng) -> dict:
@@ -81,14 +83,13 @@ class PretrainReader(L.LightningModule):
 
         Question turns are packed several to a sequence (`encode_dialogue`): more supervised answers per step.
         """
-        max_length, turns = self.cfg.data.max_length, self.cfg.pretrain.questions_per_example
+        mix, max_length = self.mix, self.max_length
         draw = rng.random()
-        if draw < self.cfg.pretrain.reading_share:
-            context, qa = self.world.reading_example(rng, turns)
-            return encode_dialogue(self.tokenizer, context, qa, max_length, self.cfg.pretrain.score_reading_prompts)
-        if draw < 1 - self.cfg.pretrain.document_share:
-            return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, self.cfg.pretrain.background_turns),
-                                   max_length)
+        if draw < mix.reading_share:
+            context, qa = self.world.reading_example(rng, mix.questions_per_example)
+            return encode_dialogue(self.tokenizer, context, qa, max_length, mix.score_reading_prompts)
+        if draw < 1 - mix.document_share:
+            return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, mix.background_turns), max_length)
         return encode_example(self.tokenizer, rng.choice(self.background_docs), "", max_length)
 
     def datamodule(self):

@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 TORCH  ?= torch==2.13.0
 # That CPU wheel for this Python, where pip's find-links directory holds it (this machine's kind does): uv
 # installs it from the file in seconds, where pip takes most of a minute to unpack it.
-PYTAG  := $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
+PYTAG   = $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2])' 2>/dev/null)
 TORCH_WHEEL ?= $(firstword $(wildcard $(addsuffix /torch-2.13.0+cpu-$(PYTAG)-*.whl,\
                    $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))))
 

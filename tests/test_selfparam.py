@@ -91,7 +91,7 @@ def test_namesake_contrasts_ask_the_qa_set_about_namesakes_closed_book():
     doc = step.documents[0]
     first, last = doc.subject.split()
     qa = step.train_qa[doc.id]
-    contrasts = m.namesake_contrasts(step, doc, qa)
+    contrasts = m.namesake_contrasts(step)[doc.id]
     naming = [(q, a) for q, a in qa if doc.subject in q]
     assert naming and len(contrasts) == 2 * len(naming)
     seen = {part for s in m.stream.steps[:2] for d in s.documents for part in d.subject.split()}
@@ -105,7 +105,7 @@ def test_namesake_contrasts_ask_the_qa_set_about_namesakes_closed_book():
     rows = m.training_examples(step)
     for r in rows.select(range(len(qa), len(qa) + len(contrasts))):
         assert r["teacher_input_ids"] == r["input_ids"]
-    assert method("method.namesake_contrasts=0").namesake_contrasts(step, doc, qa) == []
+    assert method("method.namesake_contrasts=0").namesake_contrasts(step) == {}
 
 
 def test_ft_qa_learns_namesake_contrasts_as_the_model_answered_them():
@@ -114,7 +114,7 @@ def test_ft_qa_learns_namesake_contrasts_as_the_model_answered_them():
     torch.manual_seed(0)
     ft = FTQA(load_config([], TINY + ["method.name=ft_qa", "method.namesake_contrasts=2"]))
     step = ft.stream.steps[1]
-    contrasts = [ft.qa_prompt(q) for d in step.documents for q, _ in ft.namesake_contrasts(step, d, step.train_qa[d.id])]
+    contrasts = [ft.qa_prompt(q) for d in step.documents for q, _ in ft.namesake_contrasts(step)[d.id]]
     pairs = ft.pairs(step)
     assert contrasts and [p for p, _ in pairs if p in contrasts] == contrasts
     # the targets are the model's own closed-book answers (hard targets: FT(S)'s like-for-like arm)

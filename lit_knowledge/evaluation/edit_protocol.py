@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import torch
 
-from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt
+from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt, token_ids
 from lit_knowledge.evaluation.metrics import edit_scores, mean, token_match
 
 QA_STYLE_SOURCES = ("world_edits",)
@@ -48,8 +48,8 @@ def encode_edit_pair(tokenizer, style: str, prompt: str, target: str, max_length
 
     Over-long examples lose tokens from the left of the prompt, never from the target.
     """
-    prompt_ids = tokenizer(format_prompt(style, prompt), add_special_tokens=False)["input_ids"]
-    target_ids = tokenizer(" " + target.strip(), add_special_tokens=False)["input_ids"]
+    prompt_ids = token_ids(tokenizer, format_prompt(style, prompt))
+    target_ids = token_ids(tokenizer, " " + target.strip())
     if not target_ids:
         raise ValueError(f"target {target!r} has no tokens")
     prompt_ids = prompt_ids[-max(1, max_length - len(target_ids)):]

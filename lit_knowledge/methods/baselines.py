@@ -81,37 +81,41 @@ class FineTune(KnowledgeMethod):
         rng = random.Random(self.cfg.run.seed * 7919 + step.index)
         return [rng.sample(texts, min(len(texts), n)) if n else [] for _ in step.documents]
 
-    def namesake_contrasts(self, step, document, qa) -> list[tuple[str, str]]:
-        """The document's questions about someone who shares part of its subject's name, with its answer.
+    def namesake_contrasts(self, step) -> dict[str, list[tuple[str, str]]]:
+        """For each document of the step: its QA set's questions about someone who shares part of its subject's
+        name, each with the document's answer.
 
         Trained towards what the model says closed-book (SELF-PARAM: the teacher reading no document; FT(S):
         the model's own answers before training), they teach the update to keep what the model said about
-        "luca castellan" while it learns "gus castellan"'s new facts. The answer returned is the document's:
-        where SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and
-        earlier steps.
+        "luca castellan" while it learns "gus castellan"'s new facts. The answer kept is the document's: where
+        SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and earlier steps.
         """
-        n, subject = self.params.namesake_contrasts, document.subject
-        if not n or len(subject.split()) < 2:
-            return []
-        parts = subject.split()
-        pool = [[] for _ in parts]  # the names seen so far in each position (first names, last names, ...)
+        n = self.params.namesake_contrasts
+        if not n:
+            return {}
+        # The name parts seen so far at each position (first names, last names, ...), per number of parts.
+        seen: dict[int, list[dict[str, None]]] = {}
         for earlier in self.stream.steps[: step.index + 1]:
             for d in earlier.documents:
-                other = d.subject.split()
-                if len(other) == len(parts):
-                    for i, part in enumerate(other):
-                        if part != parts[i] and part not in pool[i]:
-                            pool[i].append(part)
-        rng = random.Random(f"{self.cfg.run.seed}/{step.index}/{document.id}")
-        out = []
-        for q, a in qa:
-            if subject not in q:
+                parts = d.subject.split()
+                for i, part in enumerate(parts):
+                    seen.setdefault(len(parts), [{} for _ in parts])[i][part] = None
+        out = {}
+        for d in step.documents:
+            parts = d.subject.split()
+            if len(parts) < 2:
                 continue
-            for j in range(n):
-                i = j % len(parts)  # swap the first name, then the last name, ...
-                if pool[i]:
-                    namesake = " ".join(rng.choice(pool[i]) if k == i else p for k, p in enumerate(parts))
-                    out.append((q.replace(subject, namesake), a))
+            pool = [[p for p in seen[len(parts)][i] if p != part] for i, part in enumerate(parts)]
+            rng = random.Random(f"{self.cfg.run.seed}/{step.index}/{d.id}")
+            out[d.id] = []
+            for q, a in step.train_qa.get(d.id, []):
+                if d.subject not in q:
+                    continue
+                for j in range(n):
+                    i = j % len(parts)  # swap the first name, then the last name, ...
+                    if pool[i]:
+                        namesake = " ".join(rng.choice(pool[i]) if k == i else p for k, p in enumerate(parts))
+                        out[d.id].append((q.replace(d.subject, namesake), a))
         return out
 
     def training_step(self, batch, batch_idx):
@@ -143,8 +147,7 @@ class FTQA(FineTune):
                             "ft_qa needs one (data.source=world, or data.qa_share>0 for real documents)")
         pairs = [(self.qa_prompt(q), a) for d in step.documents for q, a in step.train_qa.get(d.id, [])]
         # Namesake contrasts, answered as the model answers them before any training (hard targets).
-        contrasts = [self.qa_prompt(q) for d in step.documents
-                     for q, _ in self.namesake_contrasts(step, d, step.train_qa.get(d.id, []))]
+        contrasts = [self.qa_prompt(q) for qa in self.namesake_contrasts(step).values() for q, _ in qa]
         pairs += list(zip(contrasts, self.generate(contrasts))) if contrasts else []
         return pairs + [(text, "") for texts in self.unrelated_texts(step) for text in texts]
 

@@ -56,7 +56,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_knowledge.config import MethodParams, doc
 from lit_knowledge.data.datamodules import EditStreamDataModule
-from lit_knowledge.data.prompts import IGNORE, collate, encode_example
+from lit_knowledge.data.prompts import IGNORE, collate, encode_example, token_ids
 from lit_knowledge.data.streams import EditStream
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.edit_protocol import (
@@ -392,7 +392,7 @@ def subject_position(tokenizer, text: str, subject: str, prompt_length: int) -> 
         i = text.lower().find(subject.lower())
     if i < 0:
         return prompt_length - 1
-    prefix = tokenizer(text[: i + len(subject)], add_special_tokens=False)["input_ids"]
+    prefix = token_ids(tokenizer, text[: i + len(subject)])
     return min(max(len(prefix) - 1, 0), prompt_length - 1)
 
 

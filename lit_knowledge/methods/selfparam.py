@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from datasets import Dataset
 
 from lit_knowledge.config import doc
-from lit_knowledge.data.prompts import IGNORE, collate, encode_example
+from lit_knowledge.data.prompts import IGNORE, collate, encode_example, token_ids
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import encode_all
@@ -113,11 +113,10 @@ class SelfParam(FineTune):
         if step.documents and not step.train_qa:
             raise UserError(f"data source '{self.cfg.data.source}' gives no QA set for its documents; "
                             "selfparam needs one (data.source=world, or data.qa_share>0 for real documents)")
-        out = []
+        out, contrasts = [], self.namesake_contrasts(step)
         for d, unrelated in zip(step.documents, self.unrelated_texts(step)):
-            qa = step.train_qa.get(d.id, [])
-            out += [(d.text, q, a) for q, a in qa]
-            out += [("", q, a) for q, a in self.namesake_contrasts(step, d, qa)]
+            out += [(d.text, q, a) for q, a in step.train_qa.get(d.id, [])]
+            out += [("", q, a) for q, a in contrasts.get(d.id, [])]
             context = d.text if self.params.unrelated_teacher == "document" else ""
             out += [(context, text, "") for text in unrelated]
         return out
@@ -136,7 +135,7 @@ class SelfParam(FineTune):
                 teacher_ids, teacher_labels = teacher["input_ids"], teacher["labels"]
             else:
                 student = encode_example(self.tokenizer, q, "", max_length)
-                ctx = self.tokenizer(context + "\n\n", add_special_tokens=False)["input_ids"] if context else []
+                ctx = token_ids(self.tokenizer, context + "\n\n") if context else []
                 ctx = ctx[max(0, len(ctx) - (max_length - len(student["input_ids"]))):]
                 teacher_ids = ctx + student["input_ids"]
                 # The student's first token has no prediction (nothing precedes it); in the teacher it

@@ -50,7 +50,9 @@ class RunConfig:
 
 @dataclass
 class TinyModelConfig:
-    num_layers: int = doc(4, "Decoder layers of the tiny Llama-architecture model.")
+    num_layers: int = doc(
+        3, "Decoder layers of the tiny Llama-architecture model (3 reads as well as 4 at ~29 % less time per step)."
+    )
     hidden_size: int = doc(128, "Hidden width.")
     num_heads: int = doc(8, "Attention heads (more, narrower heads learn to copy from context sooner).")
     num_kv_heads: int = doc(8, "Key/value heads (grouped-query attention when < num_heads).")

@@ -146,6 +146,16 @@ def build(cfg, dry_run: bool = False):
     return module, module.datamodule()
 
 
+def plan_left(module) -> str | None:
+    """Why a stream run ended before its batch plan did (trainer.max_steps), or None when it went through."""
+    done, total = getattr(module, "batches_done", 0), getattr(module, "plan_batches", 0)
+    if module.kind == "pretrain" or done >= total:
+        return None
+    return (f"stopped by trainer.max_steps after {done} of {total} batches of the stream plan "
+            f"({len(module.history)} stream steps evaluated); run the same command with a larger "
+            "trainer.max_steps (or -1) to go on from there")
+
+
 def run_experiment(cfg, resume: str = "auto") -> dict:
     """Build, train and evaluate one run in its run directory; return its results dict."""
     import lightning as L
@@ -166,16 +176,21 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     ckpt = run.start(resume)
     try:
         logger = build_logger(cfg, run)
+        # Pretraining stops at its step budget; a stream run at the end of its batch plan (StreamWalk stops it,
+        # so epochs are unlimited: a run cut short by trainer.max_steps goes on in a new epoch when resumed).
         max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
         requeue = RequeueOnSignal(run.path)
         callbacks = (module.callbacks() if hasattr(module, "callbacks") else []) + [requeue]
-        trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else 1,
+        trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else -1,
                                 callbacks=callbacks, model=getattr(module, "model", None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         if requeue.requeued:
             run.finish("requeued")
             return {"requeued": True, "run_dir": str(run.path), "metrics": {}, "kind": module.kind}
         results = module.results()
+        unfinished = plan_left(module)
+        if unfinished:
+            results["stopped"] = unfinished
         results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,
                         "config": to_dict(cfg)})
         results["metrics"].setdefault("wall_time_s", time.perf_counter() - started)
@@ -185,7 +200,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     except BaseException:
         run.finish("failed")
         raise
-    run.finish("completed")
+    run.finish("stopped" if unfinished else "completed")
     if logger and cfg.logger.backend == "wandb":
         import wandb
 
@@ -228,6 +243,8 @@ def main(argv=None) -> int:
     main = MAIN_COLUMNS.get(results.get("kind"))
     print(results_table([results], [c for c in main if c in results["metrics"]] if main else None))
     print(f"run directory: {results['run_dir']}")
+    if results.get("stopped"):
+        print(f"lit_knowledge: {results['stopped']}", file=sys.stderr)
     return 0
 
 

@@ -66,6 +66,38 @@ def test_sigkill_then_resume_auto_ends_with_the_same_metrics(tmp_path, reader_ca
 
 
 @pytest.mark.slow
+def test_a_run_cut_by_max_steps_goes_on_when_resumed_with_a_larger_budget(tmp_path, reader_cache):
+    env = cli_env(reader_cache)
+    full = subprocess.run(train_cmd(tmp_path / "a"), env=env, capture_output=True, text=True, timeout=900)
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    cut = subprocess.run(train_cmd(tmp_path / "b", "trainer.max_steps=3"), env=env, capture_output=True, text=True,
+                         timeout=900)
+    assert cut.returncode == 0, cut.stderr[-2000:]
+    assert "stopped by trainer.max_steps after 3 of" in cut.stderr and "larger trainer.max_steps" in cut.stderr
+    d = run_dir(tmp_path / "b")
+    assert json.loads((d / "run_meta.json").read_text())["status"] == "stopped"
+    assert "efficacy_f1" not in json.loads((d / "results.json").read_text())["metrics"]  # no step finished yet
+
+    resumed = subprocess.run(train_cmd(tmp_path / "b", "trainer.max_steps=-1"), env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "stopped by" not in resumed.stderr
+    assert json.loads((d / "run_meta.json").read_text())["status"] == "completed"
+    a = json.loads((run_dir(tmp_path / "a") / "results.json").read_text())
+    b = json.loads((d / "results.json").read_text())
+    for key in SCORES:
+        assert a["metrics"][key] == pytest.approx(b["metrics"][key], abs=1e-6), key
+    assert a["retention_matrix"] == b["retention_matrix"]
+
+    # resuming a finished run trains nothing more and reports the same
+    again = subprocess.run(train_cmd(tmp_path / "b"), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    c = json.loads((d / "results.json").read_text())
+    assert c["curves"] == b["curves"] and c["retention_matrix"] == b["retention_matrix"]
+
+
+@pytest.mark.slow
 def test_simulated_slurm_requeue_continues_the_same_run(tmp_path, reader_cache):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()

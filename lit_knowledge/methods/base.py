@@ -79,6 +79,7 @@ class KnowledgeMethod(L.LightningModule):
         self.history: list[dict] = []
         self.step_times: list[float] = []
         self.batches_done = 0  # position in the stream's batch plan (a resumed run skips these)
+        self.plan_batches = 0  # the plan's length, known once training starts (StreamWalk)
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time of earlier runs of this run (restored on resume)
@@ -208,11 +209,24 @@ class KnowledgeMethod(L.LightningModule):
 
 
 class StreamWalk(L.Callback):
-    """Finishes each batch of a stream walk (stream position, step end, probes).
+    """Finishes each batch of a stream walk (stream position, step end, probes), and ends the fit with the plan.
 
     It is a callback, and listed before the checkpoint callback, so that a checkpoint written after a
     batch already holds that batch's consequences (the position, the step's probes, a merged adapter).
+    The trainer's epochs are unlimited: the walk stops it after the plan's last batch. A run that
+    trainer.max_steps cut short and that is resumed with a larger budget goes on in a new epoch, whose
+    loader starts at the restored stream position.
     """
+
+    def on_train_start(self, trainer, pl_module):
+        pl_module.plan_batches = trainer.num_training_batches  # the loader's length: the whole plan
+        self._stop_after_plan(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         pl_module.end_of_batch(batch)
+        self._stop_after_plan(trainer, pl_module)
+
+    @staticmethod
+    def _stop_after_plan(trainer, pl_module):
+        if pl_module.batches_done >= pl_module.plan_batches:
+            trainer.should_stop = True

@@ -165,3 +165,33 @@ def test_wandb_offline_run(run_cli, debug_overrides, reader_cache):
 
 def test_repo_configs_present():
     assert DEBUG_YAML.is_file() and (REPO / "configs" / "baselines" / "ft_qa.yaml").is_file()
+
+
+def test_one_key_one_reader_whoever_pretrains_it(tmp_path, monkeypatch):
+    """`train` with method pretrain and `ensure_reader` (inside any other command) build the same weights, and
+    ensure_reader leaves the caller's random state alone: a run does the same whether its reader was cached."""
+    import torch
+    from safetensors.torch import load_file
+
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.pretrain import ensure_reader
+
+    tiny = ["model.tiny.num_layers=1", "model.tiny.hidden_size=32", "model.tiny.num_heads=2",
+            "model.tiny.num_kv_heads=2", "model.tiny.intermediate_size=64", "pretrain.max_steps=3",
+            "eval.max_probes=2", "logger.backend=none", "trainer.enable_progress_bar=false", f"run.root={tmp_path}"]
+    cfg = load_config([str(DEBUG_YAML)], tiny)
+    weights = []
+    for cache, seed in (("a", 1), ("b", 99)):
+        monkeypatch.setenv("LIT_KNOWLEDGE_CACHE", str(tmp_path / cache))
+        torch.manual_seed(seed)
+        torch.rand(seed)
+        before = torch.get_rng_state()
+        path = ensure_reader(cfg)
+        assert torch.equal(torch.get_rng_state(), before)
+        weights.append(load_file(str(path / "model.safetensors")))
+    monkeypatch.setenv("LIT_KNOWLEDGE_CACHE", str(tmp_path / "c"))
+    train.run_experiment(load_config([str(CONFIGS / "pretrain.yaml"), str(DEBUG_YAML)], tiny), resume="never")
+    weights.append(load_file(str(next((tmp_path / "c" / "readers").iterdir()) / "model.safetensors")))
+    for other in weights[1:]:
+        assert other.keys() == weights[0].keys()
+        assert all(torch.equal(other[k], weights[0][k]) for k in other)

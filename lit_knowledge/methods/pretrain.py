@@ -72,7 +72,12 @@ class PretrainReader(L.LightningModule):
         self.cfg = cfg
         self.world = World(cfg.data.world)
         self.tokenizer = train_word_tokenizer(self.world.texts(), cfg.model.tiny.vocab_size)
-        self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
+        # The initial weights come from run.seed alone, whoever builds the reader (`train` seeds everything first,
+        # `ensure_reader` runs inside other commands and seeds nothing): one key, one reader. The forked generator
+        # leaves the caller's random state as it was, so a run does the same whether its reader was cached or not.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.run.seed)
+            self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
         self.background_docs, self.background_qa = self.world.background_corpus()
         self.mix = OmegaConf.to_object(cfg.pretrain)  # plain values: `sample` reads them for every example
         self.max_length = cfg.data.max_length
@@ -180,10 +185,11 @@ def ensure_reader(cfg) -> Path:
     quiet_libraries()
     # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
     cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
-    module = PretrainReader(cfg)
-    trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
-                        logger=False, enable_checkpointing=False, enable_model_summary=False,
-                        enable_progress_bar=cfg.trainer.enable_progress_bar,
-                        gradient_clip_val=cfg.trainer.gradient_clip_val)
-    trainer.fit(module, datamodule=module.datamodule())
+    with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was (its loader draws seeds)
+        module = PretrainReader(cfg)
+        trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
+                            logger=False, enable_checkpointing=False, enable_model_summary=False,
+                            enable_progress_bar=cfg.trainer.enable_progress_bar,
+                            gradient_clip_val=cfg.trainer.gradient_clip_val)
+        trainer.fit(module, datamodule=module.datamodule())
     return path

@@ -148,11 +148,10 @@ def build(cfg, dry_run: bool = False):
 
 def plan_left(module) -> str | None:
     """Why a stream run ended before its batch plan did (trainer.max_steps), or None when it went through."""
-    done, total = getattr(module, "batches_done", 0), getattr(module, "plan_batches", 0)
-    if module.kind == "pretrain" or done >= total:
+    if not getattr(module, "batches_left", 0):  # pretraining has no plan: its budget is its length
         return None
-    return (f"stopped by trainer.max_steps after {done} of {total} batches of the stream plan "
-            f"({len(module.history)} stream steps evaluated); run the same command with a larger "
+    return (f"stopped by trainer.max_steps after {module.batches_done} of {module.plan_batches} batches of the "
+            f"stream plan ({len(module.history)} stream steps evaluated); run the same command with a larger "
             "trainer.max_steps (or -1) to go on from there")
 
 

@@ -170,6 +170,11 @@ class KnowledgeMethod(L.LightningModule):
     def callbacks(self) -> list:
         return [StreamWalk()]
 
+    @property
+    def batches_left(self) -> int:
+        """Batches of the stream's plan not trained yet (0 when the walk went through)."""
+        return max(0, self.plan_batches - self.batches_done)
+
     def wall_time(self) -> float:
         return self._elapsed_before + time.perf_counter() - self._fit_started
 
@@ -228,5 +233,5 @@ class StreamWalk(L.Callback):
 
     @staticmethod
     def _stop_after_plan(trainer, pl_module):
-        if pl_module.batches_done >= pl_module.plan_batches:
+        if not pl_module.batches_left:
             trainer.should_stop = True

@@ -162,17 +162,17 @@ def test_slices():
     documents, probes = read_squad(MINI["squad"])
     assert (len(documents), len(probes)) == (47, 232)
     assert documents[0].id == "Sky_(United_Kingdom)-0"
-    assert len(read_counterfact(MINI["counterfact"])) == 20
-    assert len(read_zsre(MINI["zsre"])) == 20
-    assert len(read_mquake(MINI["mquake"])) == 5
+    assert len(read_counterfact(MINI["counterfact"])) == 100
+    assert len(read_zsre(MINI["zsre"])) == 100
+    assert len(read_mquake(MINI["mquake"])) == 100
     documents, probes = read_templama(MINI["templama"])
     assert (len(documents), len(probes)) == (46, 46)
 
 
 def test_slices_are_unchanged_records_of_the_full_files():
-    assert read_counterfact(MINI["counterfact"]) == read_counterfact(full("counterfact"))[:20]
-    assert read_zsre(MINI["zsre"]) == read_zsre(full("zsre"))[:20]
-    assert read_mquake(MINI["mquake"]) == read_mquake(full("mquake"))[:5]
+    assert read_counterfact(MINI["counterfact"]) == read_counterfact(full("counterfact"))[:100]
+    assert read_zsre(MINI["zsre"]) == read_zsre(full("zsre"))[:100]
+    assert read_mquake(MINI["mquake"]) == read_mquake(full("mquake"))[:100]
     assert read_templama(MINI["templama"])[0] == read_templama(full("templama"))[0][:46]
     full_probes = {p.id: p for p in read_squad(full("squad"))[1]}
     assert all(full_probes[p.id] == p for p in read_squad(MINI["squad"])[1])
@@ -186,8 +186,8 @@ def test_sources_on_slices():
     assert templama.counts()["documents"] == 38
     zsre = SOURCES.get("zsre")(cfg(MINI["zsre"], num_edits=7))
     assert zsre.counts() == {"steps": 7, "documents": 0, "probes": 0, "background_probes": 0, "edits": 7}
-    assert len(SOURCES.get("mquake")(cfg(MINI["mquake"])).edits) == 5
-    assert len(SOURCES.get("counterfact")(cfg(MINI["counterfact"])).edits) == 20
+    assert len(SOURCES.get("mquake")(cfg(MINI["mquake"])).edits) == 100
+    assert len(SOURCES.get("counterfact")(cfg(MINI["counterfact"])).edits) == 100
 
 
 def test_small_document_source_keeps_everything(tmp_path):
@@ -431,7 +431,7 @@ def test_cli_stats_and_sources(tmp_path):
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)
     assert counts["source"] == "counterfact" and counts["path"] == "data/counterfact/counterfact-mini.json"
-    assert (counts["edits"], counts["steps"], counts["documents"], counts["probes"]) == (20, 20, 0, 0)
+    assert (counts["edits"], counts["steps"], counts["documents"], counts["probes"]) == (100, 100, 0, 0)
     result = cli("stats", "squad", "data/squad/squad-mini.json", "--docs-per-step", "13")
     assert result.returncode == 0, result.stderr
     counts = json.loads(result.stdout)

@@ -213,7 +213,7 @@ def read_squad(path: str | Path) -> tuple[list[Document], list[Probe]]:
 def read_counterfact(path: str | Path) -> list[Edit]:
     """Parse CounterFact edit requests, in either of two layouts (chosen per record).
 
-    Toolkit layout (EasyEdit's counterfact-*.json, the file in ../shared/data): ``{case_id, prompt,
+    Toolkit layout (EasyEdit's counterfact-*.json, and the slice in data/counterfact): ``{case_id, prompt,
     subject, target_new, ground_truth, rephrase_prompt, locality_prompt, locality_ground_truth}``
     -> Edit(id=str(case_id), prompt, subject, target_new, target_true=ground_truth,
     paraphrases=[rephrase_prompt], locality=[(locality_prompt, locality_ground_truth)]).
@@ -280,7 +280,7 @@ def read_zsre(path: str | Path) -> list[Edit]:
     locality=[(loc without its "nq question: " prefix, loc_ans)]). `pred` (the prediction of the
     MEND paper's model, not the truth) and `cond` are not used.
 
-    A record whose `alt` is empty has nothing to edit towards and is skipped (the shared 1k file
+    A record whose `alt` is empty has nothing to edit towards and is skipped (the full 1k file
     has two: records 534 and 723), so its index is missing from the ids.
     """
     raw = _load_json(path, ZSRE_LAYOUT)
@@ -589,7 +589,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 
 def _path(data_cfg, source: str) -> str:
     """data.path as given; a relative path that does not exist from here is taken from the repository root,
-    so shipped configs can say `../shared/data/...` and run from any directory."""
+    so shipped configs can say `data/<source>/...` and run from any directory."""
     path = getattr(data_cfg, "path", None)
     if not path:
         raise UserError(f"data.path is required for source {source} (see data/README.md for the files it reads)")

@@ -1,4 +1,4 @@
-"""Canonical records of the knowledge stream (DESIGN.md §3) and their JSONL round trip.
+"""Canonical records of the knowledge stream and their JSONL round trip.
 
 Every reader, the synthetic world and every method speak in these three records:
 

@@ -1,4 +1,4 @@
-"""The synthetic world: a seeded, deterministic fictional world for the embedded default (DESIGN.md §3).
+"""The synthetic world: a seeded, deterministic fictional world for the embedded default.
 
 People have a birth city, a birth year, an employer and a field; organisations have a headquarters
 city. Everything is drawn from fixed word lists, so a word-level tokenizer covers every name, while

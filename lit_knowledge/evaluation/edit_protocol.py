@@ -1,4 +1,4 @@
-"""The sequential-editing protocol (DESIGN.md §4.4), shared by every editor (`oedit`, `ft_l`, `alphaedit`).
+"""The sequential-editing protocol, shared by every editor (`oedit`, `ft_l`, `alphaedit`).
 
 T edits are applied one at a time. At checkpoints along the stream (after the edit counts in
 `eval_at`, by default 1, 2, 5, 10, 20, 50, ... and always the last) *every edit so far* is asked of the

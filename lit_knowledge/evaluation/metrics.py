@@ -1,4 +1,4 @@
-"""Metrics of the evaluation protocol (DESIGN.md §3): pure functions over strings, lists and tensors.
+"""Metrics of the evaluation protocol: pure functions over strings, lists and tensors.
 
 QA streams (closed-book question answering):
     `qa_scores(predictions, answers)` gives SQuAD exact match and token F1, in [0, 1], computed

@@ -1,4 +1,4 @@
-"""The stream evaluation protocol (DESIGN.md §3), the same for every method.
+"""The stream evaluation protocol, the same for every method.
 
 After each step of a knowledge stream the model is asked, closed-book (unless the method itself
 puts text in the prompt, as `in_context` and `rag_bm25` do):

@@ -1,4 +1,4 @@
-"""The baselines every knowledge-injection paper compares with (DESIGN.md §4.1).
+"""The baselines every knowledge-injection paper compares with.
 
 - `base`        the model as it is: closed-book, no update (the floor);
 - `in_context`  the probe's own document in the prompt (the ceiling a closed-book method aims for);

@@ -1,4 +1,4 @@
-"""`pretrain`: the synthetic world's reader, the embedded default model (DESIGN.md §3).
+"""`pretrain`: the synthetic world's reader, the embedded default model.
 
 A tiny Llama and a word-level tokenizer trained on the world's text learn two things at once:
 - background knowledge, closed-book: questions about the background people and organisations;

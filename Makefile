@@ -10,7 +10,7 @@ PYTAG   = $(shell $(PYTHON) -c 'import sys; print("cp%d%d" % sys.version_info[:2
 TORCH_WHEEL ?= $(firstword $(wildcard $(addsuffix /torch-2.13.0+cpu-$(PYTAG)-*.whl,\
                    $(shell $(PYTHON) -m pip config get global.find-links 2>/dev/null))))
 
-.PHONY: setup quickstart test test-fast lint bench provision-smollm clean
+.PHONY: setup quickstart test test-fast lint bench reader provision-smollm clean
 
 # With uv: torch first (the wheel file, else pip's pinned install), then the rest held to it by a constraint so
 # nothing can swap it for a CUDA build. Where uv cannot be had or fails: plain pip for everything.
@@ -37,6 +37,10 @@ test-fast: setup
 
 lint: setup
 	$(VENV)/bin/ruff check lit_knowledge tests
+
+# Pretrain the default reader afresh and ship it in data/readers/<key>/ (weights, tokenizer, manifest with hashes).
+reader: setup
+	$(PY) -m lit_knowledge.ship_reader
 
 bench: setup
 	$(PY) -m lit_knowledge.bench overhead

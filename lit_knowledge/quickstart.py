@@ -28,21 +28,29 @@ def main(argv=None) -> int:
 
     from lit_knowledge.config import load_config
     from lit_knowledge.evaluation.results import results_table
-    from lit_knowledge.methods.pretrain import READER_REPORT, ensure_reader, reader_dir
+    from lit_knowledge.methods.pretrain import SHIPPED_READERS, ensure_reader, find_reader
     from lit_knowledge.sweep import read_group, run_group
 
     started = time.perf_counter()
     group = read_group(str(GROUP))
     cfg = load_config([str(REPO / c) for c in group["configs"]], args.overrides)
-    cached = (reader_dir(cfg) / READER_REPORT).exists()
-    ensure_reader(cfg)
-    print(f"reader: {'cached' if cached else 'pretrained'} in {time.perf_counter() - started:.0f} s "
-          f"({reader_dir(cfg)})", flush=True)
-    rows = run_group(str(GROUP), args.overrides, resume="never")
+    found = find_reader(cfg)
+    reader = found or ensure_reader(cfg)
+    origin = "shipped" if reader.is_relative_to(SHIPPED_READERS) else "cached" if found else "pretrained"
+    print(f"reader: {origin}, {reader}", flush=True)
+    rows = run_group(str(GROUP), args.overrides, resume="never", announce=lambda line: print(f"run {line}"))
+    experiment = Path(rows[0]["run_dir"]).parent
     print()
     print(results_table(rows, COLUMNS))
-    print(f"total {time.perf_counter() - started:.0f} s; runs in {Path(rows[0]['run_dir']).parent}; "
-          f"compare again with: python -m lit_knowledge.report {Path(rows[0]['run_dir']).parent}")
+    print()
+    world = cfg.data.world
+    print(f"F1 of closed-book answers after a stream of {world.num_steps} steps of {world.entities_per_step} new "
+          "people: base is the floor (the reader knows none of them), in_context the ceiling (each probe's document in the prompt), ft_qa (FT(S), fine-tuning on the "
+          "documents' QA pairs) learns the new people but forgets earlier steps (retention) and the background "
+          "(locality).")
+    print(f"Run directories (config, results.md, retention_curve.png): {experiment}/<run>/")
+    print(f"Compare again: python -m lit_knowledge.report {experiment}")
+    print(f"Total {time.perf_counter() - started:.0f} s.")
     return 0
 
 

@@ -39,19 +39,6 @@ def parse_args(argv):
     return parser.parse_intermixed_args(argv)  # overrides may come before, between or after options
 
 
-def quiet_libraries() -> None:
-    """Keep the console for what matters: Lightning's start-up banners and known-harmless warnings off."""
-    import logging
-    import warnings
-
-    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-    for pattern in (".*LeafSpec.*", ".*does not have many workers.*", ".*is_gradient_checkpointing.*",
-                    ".*modules? in eval mode.*", ".*litlogger.*", ".*smaller than the logging interval.*",
-                    ".*`training_step` returned `None`.*"):
-        warnings.filterwarnings("ignore", message=pattern)
-
-
 def build_logger(cfg, run):
     """The configured Lightning logger (or False); W&B reuses the run id kept in run_meta.json."""
     backend = cfg.logger.backend
@@ -94,13 +81,18 @@ def build_strategy(cfg, model=None):
 
 
 def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max_epochs: int | None = 1,
-                  callbacks: list | None = None, model=None):
-    """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback."""
+                  callbacks: list | None = None, model=None, phase: str = "training"):
+    """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback, and
+    the progress bar (when on) is one bar named `phase`."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
+    from lit_knowledge.console import PhaseBar
+
     callbacks = list(callbacks or [])
+    if cfg.trainer.enable_progress_bar:
+        callbacks.append(PhaseBar(phase))
     plugins = []
     if SLURMEnvironment.detect():  # our RequeueOnSignal handles SIGUSR1 at a batch boundary instead
         plugins.append(SLURMEnvironment(auto_requeue=False))
@@ -132,9 +124,9 @@ def build(cfg, dry_run: bool = False):
 
     method_cls = METHODS.get(cfg.method.name)
     if dry_run and cfg.model.name == "reader" and method_cls.kind != "pretrain":
-        from lit_knowledge.methods.pretrain import READER_REPORT, reader_dir
+        from lit_knowledge.methods.pretrain import find_reader
 
-        if not (reader_dir(cfg) / READER_REPORT).exists():
+        if find_reader(cfg) is None:
             from lit_knowledge.data.world import World
             from lit_knowledge.models.build import build_tiny_llama
             from lit_knowledge.models.tokenizer import train_word_tokenizer
@@ -159,6 +151,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     """Build, train and evaluate one run in its run directory; return its results dict."""
     import lightning as L
 
+    from lit_knowledge.console import quiet_libraries
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
     from lit_knowledge.requeue import RequeueOnSignal
     from lit_knowledge.run import RunDir
@@ -181,7 +174,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         requeue = RequeueOnSignal(run.path)
         callbacks = (module.callbacks() if hasattr(module, "callbacks") else []) + [requeue]
         trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else -1,
-                                callbacks=callbacks, model=getattr(module, "model", None))
+                                callbacks=callbacks, model=getattr(module, "model", None), phase=module.phase)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
         if requeue.requeued:
             run.finish("requeued")

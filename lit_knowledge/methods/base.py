@@ -63,6 +63,7 @@ def chat_tokenizer(cfg, tokenizer):
 class KnowledgeMethod(L.LightningModule):
     Params = MethodParams
     kind = "qa"
+    phase = "learning the stream"  # the progress bar's name
     epochs_per_step = 1
 
     def __init__(self, cfg, model=None, tokenizer=None):
@@ -83,7 +84,6 @@ class KnowledgeMethod(L.LightningModule):
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time of earlier runs of this run (restored on resume)
-        self.progress = cfg.trainer.enable_progress_bar
 
     # ------------------------------------------------------------------------------ hooks to override
 
@@ -124,7 +124,7 @@ class KnowledgeMethod(L.LightningModule):
 
     def generate(self, prompts: list[str]) -> list[str]:
         return generate_answers(self.model, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
-                                self.cfg.eval.batch_size, progress=self.progress, desc="probes")
+                                self.cfg.eval.batch_size)  # inside the walk: the phase's bar counts the steps
 
     def lm_loss(self, texts: list[str]) -> float | None:
         return lm_loss(self.model, self.tokenizer, texts, self.cfg.data.max_length, self.cfg.eval.batch_size)

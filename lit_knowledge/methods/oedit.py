@@ -408,6 +408,7 @@ class EditMethod(KnowledgeMethod):
 
     Params = EditParams
     kind = "edit"
+    phase = "editing"
 
     def __init__(self, cfg, model=None, tokenizer=None):
         if model is None:

@@ -8,12 +8,15 @@ from the context. Afterwards it must be a competent reader (context-in-prompt F1
 probes) that does not know the stream (closed-book F1 on the same probes stays low) and knows the
 background (closed-book F1 on background probes: what locality measures).
 
-The reader is cached under `<run.cache_dir>/readers/<hash>` keyed by everything that shapes it
-(world, model shape, pretraining settings, seed) and reused by every run with `model.name: reader`.
+A reader is keyed by everything that shapes it (world, model shape, pretraining settings, seed) and
+reused by every run with `model.name: reader`. The default one ships in the repository
+(`data/readers/<key>/`, its files checked against the hashes of its manifest; `make reader` rebuilds it);
+any other is pretrained on first use and cached under `<run.cache_dir>/readers/<key>`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -27,6 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from lit_knowledge.config import MethodParams, config_hash, to_dict
+from lit_knowledge.console import PhaseBar, quiet_libraries
 from lit_knowledge.data.datamodules import PretrainDataModule
 from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_prompt
 from lit_knowledge.data.world import World
@@ -39,6 +43,8 @@ from lit_knowledge.models.tokenizer import train_word_tokenizer
 from lit_knowledge.run import global_rank
 
 READER_REPORT = "reader.json"
+SHIPPED_READERS = Path(__file__).resolve().parents[2] / "data" / "readers"
+MANIFEST = "manifest.json"
 # The bars a reader must clear (issue: competent reader that does not know the stream).
 BARS = {"in_context_f1": (">=", 0.8), "closed_book_stream_f1": ("<=", 0.2), "background_f1": (">=", 0.8)}
 
@@ -47,23 +53,56 @@ def cache_root(cfg) -> Path:
     return Path(os.environ.get("LIT_KNOWLEDGE_CACHE") or cfg.run.cache_dir).expanduser()
 
 
-def reader_key(cfg) -> str:
+def reader_recipe(cfg) -> dict:
     """What shapes the reader: the world's background (not its stream), the model, pretraining, the seed."""
     world = cfg.data.world
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
-    return config_hash({"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": to_dict(cfg.pretrain),
-                        "seed": cfg.run.seed, "max_length": cfg.data.max_length})
+    return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": to_dict(cfg.pretrain),
+            "seed": cfg.run.seed, "max_length": cfg.data.max_length}
+
+
+def reader_key(cfg) -> str:
+    return config_hash(reader_recipe(cfg))
 
 
 def reader_dir(cfg) -> Path:
+    """Where this config's reader is cached once pretrained here."""
     return cache_root(cfg) / "readers" / reader_key(cfg)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_reader(cfg) -> Path | None:
+    """The repository's reader for this config's key, when every file matches the hash in its manifest."""
+    path = SHIPPED_READERS / reader_key(cfg)
+    if not (path / MANIFEST).is_file():
+        return None
+    files = json.loads((path / MANIFEST).read_text())["files"]
+    changed = [name for name, digest in files.items() if not (path / name).is_file() or file_sha256(path / name) != digest]
+    if changed:
+        print(f"lit_knowledge: the shipped reader in {path} does not match its manifest ({', '.join(changed)}); "
+              "using or pretraining a cached one instead (make reader rebuilds the shipped files)", file=sys.stderr)
+        return None
+    return path
+
+
+def find_reader(cfg) -> Path | None:
+    """This config's reader if it exists already: the shipped one, else the cached one."""
+    shipped = shipped_reader(cfg)
+    if shipped is not None:
+        return shipped
+    cached = reader_dir(cfg)
+    return cached if (cached / READER_REPORT).exists() else None
 
 
 @METHODS.register("pretrain")
 class PretrainReader(L.LightningModule):
     Params = MethodParams
     kind = "pretrain"
+    phase = "pretraining the reader"
 
     def __init__(self, cfg):
         super().__init__()
@@ -170,26 +209,31 @@ def save_reader(cfg, model, tokenizer, report: dict) -> Path:
 
 
 def ensure_reader(cfg) -> Path:
-    """The cached reader for this config, pretrained first when it is not there yet."""
+    """This config's reader (`find_reader`), pretrained into the cache first when there is none yet."""
+    found = find_reader(cfg)
+    if found is not None:
+        return found
     path = reader_dir(cfg)
-    if (path / READER_REPORT).exists():
-        return path
     if global_rank() != 0:  # in a multi-process launch rank zero pretrains; the others wait for its result
         while not (path / READER_REPORT).exists():
             time.sleep(5)
         return path
     print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
           f"it is cached in {path}", file=sys.stderr)
-    from lit_knowledge.train import quiet_libraries
+    return pretrain_reader(cfg)
 
+
+def pretrain_reader(cfg) -> Path:
+    """Pretrain this config's reader afresh and cache it (its report included); the cache entry."""
     quiet_libraries()
     # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
     cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was (its loader draws seeds)
         module = PretrainReader(cfg)
+        bar = [PhaseBar(module.phase)] if cfg.trainer.enable_progress_bar else []
         trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
                             logger=False, enable_checkpointing=False, enable_model_summary=False,
-                            enable_progress_bar=cfg.trainer.enable_progress_bar,
+                            enable_progress_bar=cfg.trainer.enable_progress_bar, callbacks=bar,
                             gradient_clip_val=cfg.trainer.gradient_clip_val)
         trainer.fit(module, datamodule=module.datamodule())
-    return path
+    return reader_dir(cfg)

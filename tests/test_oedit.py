@@ -351,9 +351,15 @@ def test_protocol_metrics_match_hand_computed_values():
     model = ScriptedModel(tok, {
         # pre-edit predictions on the locality prompts (teacher-forced on their answers)
         "e f": "u", "e f u": "q", "k l": "m", "k l m": "n", "o": "p",
+        # the unedited model already gets some target tokens for free: the floor
+        "a lives in x": "y",  # e0 reliability 1 of 2
+        "g is": "w",  # e0 portability 1/1
     })
     protocol.record_pre_edit(model)
     assert protocol.pre_edit_locality == [[tok("u q")["input_ids"]], [tok("m n")["input_ids"], tok("p")["input_ids"]]]
+    assert protocol.pre_edit == pytest.approx({"reliability": (0.5 + 0.0) / 2, "generalization": 0.0,
+                                               "locality": 1.0, "portability": 1.0})
+    assert protocol.state()["pre_edit"] == protocol.pre_edit  # checkpointed with the locality predictions
     model.script = {
         "a lives in": "x", "a lives in x": "q",  # reliability of e0: 1 of 2 tokens
         "b says a lives in": "x", "b says a lives in x": "y", "c": "x",  # paraphrases: 2/2 and 1/2
@@ -381,6 +387,13 @@ def test_protocol_metrics_match_hand_computed_values():
     assert out["metrics"]["extra_storage_bytes"] == 12 and out["metrics"]["num_edits"] == 2
     assert out["curves"]["step"] == [2] and out["curves"]["update_time_s"] == [pytest.approx(0.375)]
     assert out["timings"]["update_time_s"] == [0.5, 0.25]
+    assert "mean_gain" not in out["metrics"]  # no floor given, no gain claimed
+
+    out = summarize_edits(history, [0.5, 0.25], 12, 3.0, pre_edit=protocol.pre_edit)
+    m = out["metrics"]
+    assert (m["pre_edit_reliability"], m["pre_edit_portability"]) == (pytest.approx(0.25), 1.0)
+    edited = [row["reliability"], row["generalization"], row["locality"], row["portability"]]
+    assert m["mean_gain"] == pytest.approx(sum(edited) / 4 - (0.25 + 0.0 + 1.0 + 1.0) / 4)
 
 
 # ------------------------------------------------------------------------------------------ configs and runs
@@ -416,7 +429,8 @@ def test_end_to_end_run_writes_edit_results(method, tmp_path, capsys):
     r = json.loads(results.read_text())
     assert r["kind"] == "edit"
     for key in ("reliability", "generalization", "locality", "portability", "lm_loss", "wall_time_s",
-                "update_time_per_step_s", "extra_storage_bytes", "time_per_edit_first", "time_per_edit_last"):
+                "update_time_per_step_s", "extra_storage_bytes", "time_per_edit_first", "time_per_edit_last",
+                "pre_edit_reliability", "pre_edit_portability", "mean_gain"):
         assert key in r["metrics"], key
     assert r["curves"]["step"] == [1, 3] and r["metrics"]["extra_storage_bytes"] > 0
     assert len(r["timings"]["update_time_s"]) == 3

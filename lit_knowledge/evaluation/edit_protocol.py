@@ -11,6 +11,11 @@ current model, teacher-forced, EasyEdit-style (`metrics.token_match`):
 - portability:    argmax on each portability question against the tokens of its answer (where present);
 - general ability: held-out language-model loss (`method.lm_loss`).
 
+Every token of a target counts, including tokens the unedited model already predicts (the world's
+portability answers are "NEW in YEAR": " in" and a known year come free). So the unedited model is scored
+first, on all T edits (`pre_edit_*`, with locality 1.0 by construction), and `mean_gain` is the mean of the
+edited scores minus the mean of the pre-edit ones over the same metrics: compare methods by their gains.
+
 Prompt formatting depends on the data source, decided in one place (`prompt_style`): the synthetic
 world's edits are questions, answered as the reader was trained to (`qa_prompt(prompt)` -> " answer");
 CounterFact / zsRE / MQuAKE prompts are cloze prompts (prompt -> " target"). Training an edit and
@@ -116,6 +121,7 @@ class EditProtocol:
         self.eval_at = sorted({c for c in wanted if 1 <= c <= n} | ({n} if n else set()))
         self.heldout = list(stream.heldout_texts[: eval_cfg.lm_loss_texts])
         self.pre_edit_locality: list[list[list[int]]] | None = None  # [edit][locality prompt] -> argmax ids
+        self.pre_edit: dict | None = None  # the unedited model's scores on all edits: the floor
 
     # ------------------------------------------------------------------------------ encoding
 
@@ -128,17 +134,22 @@ class EditProtocol:
     # ------------------------------------------------------------------------------ state
 
     def record_pre_edit(self, model, device=None) -> None:
-        """The unedited model's argmax on every edit's locality prompts (teacher-forced on the answer)."""
+        """The unedited model, once: its argmax on every locality prompt (teacher-forced on the answer), what
+        locality compares with, and its scores on all edits, the floor of every edited score."""
         preds = teacher_forced_argmax(model, self._locality_rows(self.edits), self.tokenizer.pad_token_id,
                                       self.cfg.batch_size, device)
         it = iter(preds)
         self.pre_edit_locality = [[next(it) for _ in e.locality] for e in self.edits]
+        per = self.scores(model, len(self.edits), device)
+        floor = edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"])
+        self.pre_edit = {name: floor[name] for name in EDIT_SCORES}
 
     def state(self) -> dict:
-        return {"pre_edit_locality": self.pre_edit_locality}
+        return {"pre_edit_locality": self.pre_edit_locality, "pre_edit": self.pre_edit}
 
     def load_state(self, state: dict) -> None:
         self.pre_edit_locality = state.get("pre_edit_locality")
+        self.pre_edit = state.get("pre_edit")
 
     # ------------------------------------------------------------------------------ scores
 
@@ -197,18 +208,31 @@ class EditProtocol:
 
 # ------------------------------------------------------------------------------------------- summary
 
-METRICS = ("reliability", "generalization", "locality", "portability", "lm_loss")
+EDIT_SCORES = ("reliability", "generalization", "locality", "portability")
+METRICS = (*EDIT_SCORES, "lm_loss")
+
+
+def mean_gain(edited: dict, pre_edit: dict) -> float | None:
+    """Mean of the edited scores minus the mean of the pre-edit ones, over the scores both have."""
+    names = [n for n in EDIT_SCORES if edited.get(n) is not None and pre_edit.get(n) is not None]
+    if not names:
+        return None
+    return mean([edited[n] for n in names]) - mean([pre_edit[n] for n in names])
 
 
 def summarize_edits(history: list[dict], timings: list[float], extra_storage_bytes: int,
-                    wall_time_s: float) -> dict:
+                    wall_time_s: float, pre_edit: dict | None = None) -> dict:
     """`metrics` (final checkpoint, i.e. all T edits on the final model) and `curves` against the edit count.
 
+    With the unedited model's scores (`pre_edit`), metrics also hold `pre_edit_<score>` and `mean_gain`.
     Curves have one entry per checkpoint; `update_time_s` there is the mean time per edit of the edits since
     the previous checkpoint. `timings.update_time_s` keeps the time of every single edit.
     """
     rows = [r for r in history if r.get("evaluated")]
     metrics = {name: (rows[-1].get(name) if rows else None) for name in METRICS}
+    if pre_edit is not None:
+        metrics.update({f"pre_edit_{name}": pre_edit.get(name) for name in EDIT_SCORES})
+        metrics["mean_gain"] = mean_gain(metrics, pre_edit)
     metrics.update({
         "num_edits": history[-1]["edits"] if history else 0,
         "wall_time_s": wall_time_s,

@@ -521,7 +521,8 @@ class EditMethod(KnowledgeMethod):
                 self.log_dict({f"edit/{key}": float(v) for key, v in sizes.items()}, on_step=True, batch_size=1)
 
     def results(self) -> dict:
-        out = summarize_edits(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time())
+        out = summarize_edits(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time(),
+                              self.protocol.pre_edit)
         out["kind"] = self.kind
         evaluated = [r for r in self.history if r.get("evaluated")]
         out["examples"] = evaluated[-1].get("examples", []) if evaluated else []

@@ -161,6 +161,39 @@ def test_mix_knowledge_texts_hold_question_turns_but_never_a_locality_prompt():
     assert all("Answer:" not in t for t in knowledge_texts(cfg, "pretrain", 40))
 
 
+def facts_in(text: str, people) -> set[tuple[str, str, str]]:
+    """The (person, relation, value) facts a text states or asks, whatever its wording: the person's full name
+    and the value both appear in it."""
+    from lit_knowledge.data.world import QUESTIONS, answer
+
+    return {(p.name, r, answer(p, r)) for p in people if p.name in text for r in QUESTIONS if answer(p, r) in text}
+
+
+@pytest.mark.parametrize("config", ["tiny", "oedit.yaml", "bench_t1000.yaml"])
+def test_held_out_locality_people_appear_in_no_knowledge_text(config):
+    """At the level of facts: no knowledge text (O-Edit's subspace, AlphaEdit's K0; both sources) holds a fact of
+    a person `locality` asks about, nor names them; `locality_covered` asks about people the texts do hold."""
+    from lit_knowledge.data.world import QUESTIONS, World
+    from lit_knowledge.methods.oedit import knowledge_texts
+
+    files = [] if config == "tiny" else [str(CONFIGS / "oedit" / config)]
+    cfg = load_config(files, TINY if config == "tiny" else ["model.name=tiny"])
+    world = World(cfg.data.world)
+    by_question = {QUESTIONS[r][0].format(name=p.name): (p.name, r) for p in world.background for r in QUESTIONS}
+    edits = world.edits().edits
+    held_out = {by_question[q] for e in edits for q, _ in e.locality}
+    covered = {by_question[q] for e in edits for q, _ in e.locality_covered}
+    held_out_people = {name for name, _ in held_out}
+    assert held_out_people <= {p.name for p in world.locality_people()} and len(held_out) >= 3
+    assert not held_out_people & {name for name, _ in covered}
+
+    texts = [t for which in ("pretrain", "mix") for t in knowledge_texts(cfg, which, 10_000)]
+    stated = set().union(*(facts_in(t, world.background) for t in texts))
+    assert not {(name, r) for name, r, _ in stated} & held_out
+    assert not any(name in t for t in texts for name in held_out_people)
+    assert {(name, r) for name, r, _ in stated} & covered  # the covered ones are covered
+
+
 @pytest.mark.parametrize("source", ["gradients", "keys"])
 def test_knowledge_subspace_from_gradients_or_keys_is_orthonormal_of_rank_q(source):
     m = make("oedit", "method.knowledge_texts=mix", "method.knowledge_rank=8", f"method.knowledge_from={source}")

@@ -40,7 +40,9 @@ class Edit:
 
     `paraphrases` are other prompts with the same meaning (generalization), `locality` holds
     (prompt, answer) pairs that must not change, `portability` holds (question, answer) pairs
-    that follow from the edit by one more hop.
+    that follow from the edit by one more hop. `locality_covered` holds more pairs that must not
+    change, about knowledge that an editor's own texts (its knowledge texts) cover; `locality` is then
+    about knowledge no text of any method holds.
     """
 
     id: str
@@ -51,6 +53,7 @@ class Edit:
     paraphrases: list[str] = field(default_factory=list)
     locality: list[tuple[str, str]] = field(default_factory=list)
     portability: list[tuple[str, str]] = field(default_factory=list)
+    locality_covered: list[tuple[str, str]] = field(default_factory=list)
 
 
 RECORD_TYPES = {"document": Document, "probe": Probe, "edit": Edit}
@@ -69,7 +72,7 @@ def from_dict(cls: type[R], d: dict) -> R:
         raise ValueError(f"unknown field(s) {sorted(unknown)} for {cls.__name__}")
     d = dict(d)
     if cls is Edit:
-        for key in ("locality", "portability"):
+        for key in ("locality", "portability", "locality_covered"):
             d[key] = [tuple(pair) for pair in d.get(key, [])]
     return cls(**d)
 

@@ -297,6 +297,10 @@ class World:
         The first round edits each background person once; further rounds edit the same people again, each
         time a relation not yet edited, so a world of n background people holds up to 3n edits (fewer than
         `num_edits` when that is more).
+
+        Each edit's `locality` asks three people of the locality half of the background, whom no editor's
+        knowledge texts mention (held out); its `locality_covered` asks three of the rehearsal half, whose
+        documents and questions the knowledge texts may hold: the difference is what those texts protect.
         """
         rng = random.Random(self.cfg.seed + 104729)
         edits = []
@@ -317,27 +321,34 @@ class World:
             true = answer(person, relation)
             new = rng.choice([v for v in values[relation] if v != true])
             wordings = [t.format(name=person.name) for t in QUESTIONS[relation]]
-            others = rng.sample([p for p in self.background if p.name != person.name], 3)
-            locality = []
-            for other in others:
-                rel = rng.choice([r for r in QUESTIONS if (other.name, r) not in edited])
-                locality.append((QUESTIONS[rel][0].format(name=other.name), answer(other, rel)))
+            held_out = rng.sample([p for p in self.locality_people() if p.name != person.name], 3)
+            known = rng.sample([p for p in self.rehearsal_people() if p.name != person.name], 3)
+            locality = [self.unedited_fact(rng, p, edited) for p in held_out]
+            covered = [self.unedited_fact(rng, p, edited) for p in known]
             portability = []
             if relation == "org":
                 portability = [(t.format(name=person.name), self.hq[new]) for t in MULTI_HOP]
             elif relation == "city":
                 portability = [(t.format(name=person.name, city=new, year=person.year), f"{new} in {person.year}")
                                for t in COMPOSITIONAL]
-            edits.append(Edit(f"edit-{i}", wordings[0], person.name, new, true, wordings[1:], locality, portability))
+            edits.append(Edit(f"edit-{i}", wordings[0], person.name, new, true, wordings[1:], locality, portability,
+                              locality_covered=covered))
         return EditStream(edits, self.heldout_texts())
+
+    @staticmethod
+    def unedited_fact(rng: random.Random, person: Person, edited: set) -> tuple[str, str]:
+        """A question about one of the person's facts that no edit of the stream changes, and its answer."""
+        relation = rng.choice([r for r in QUESTIONS if (person.name, r) not in edited])
+        return QUESTIONS[relation][0].format(name=person.name), answer(person, relation)
 
     # ------------------------------------------------------------------------------------- pretraining
 
-    def background_corpus(self) -> tuple[list[str], list[tuple[str, str]]]:
-        """(documents, question-answer pairs) that teach the reader its background knowledge."""
+    def background_corpus(self, people: list[Person] | None = None) -> tuple[list[str], list[tuple[str, str]]]:
+        """(documents, question-answer pairs) that teach the reader its background knowledge: about `people`
+        (default: the whole background) and the organisations."""
         rng = random.Random(self.cfg.seed + 31337)
         documents, qa = [], []
-        for person in self.background:
+        for person in self.background if people is None else people:
             documents.append(self.document(person, rng))
             qa.extend((q, a) for _, q, a in self.questions(person, "all", self.background))
         for org in self.orgs:

@@ -8,6 +8,8 @@ current model, teacher-forced, EasyEdit-style (`metrics.token_match`):
 - generalization: argmax on each paraphrase against the tokens of target_new;
 - locality:       argmax on each locality prompt + its answer, against the PRE-EDIT model's argmax at the
                   same positions (recorded once, before the first edit; 1.0 = the prediction is unchanged);
+                  `locality_covered` the same on the edit's covered locality prompts (knowledge that the
+                  editors' knowledge texts hold; the world's `locality` asks about people no text holds);
 - portability:    argmax on each portability question against the tokens of its answer (where present);
 - general ability: held-out language-model loss (`method.lm_loss`).
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import torch
 
 from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt, token_ids
-from lit_knowledge.evaluation.metrics import edit_scores, mean, token_match
+from lit_knowledge.evaluation.metrics import edit_mean, edit_scores, mean, token_match
 
 QA_STYLE_SOURCES = ("world_edits",)
 
@@ -128,8 +130,13 @@ class EditProtocol:
     def encode(self, prompt: str, target: str) -> dict:
         return encode_edit_pair(self.tokenizer, self.style, prompt, target, self.max_length)
 
+    @staticmethod
+    def unchanged_prompts(edit) -> list[tuple[str, str]]:
+        """The prompts whose pre-edit prediction must survive: held-out locality, then covered locality."""
+        return [*edit.locality, *edit.locality_covered]
+
     def _locality_rows(self, edits) -> list[dict]:
-        return [self.encode(p, a) for e in edits for p, a in e.locality]
+        return [self.encode(p, a) for e in edits for p, a in self.unchanged_prompts(e)]
 
     # ------------------------------------------------------------------------------ state
 
@@ -139,7 +146,7 @@ class EditProtocol:
         preds = teacher_forced_argmax(model, self._locality_rows(self.edits), self.tokenizer.pad_token_id,
                                       self.cfg.batch_size, device)
         it = iter(preds)
-        self.pre_edit_locality = [[next(it) for _ in e.locality] for e in self.edits]
+        self.pre_edit_locality = [[next(it) for _ in self.unchanged_prompts(e)] for e in self.edits]
         per = self.scores(model, len(self.edits), device)
         floor = edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"])
         self.pre_edit = {name: floor[name] for name in EDIT_SCORES}
@@ -168,13 +175,15 @@ class EditProtocol:
                 add(i, "generalization", p, e.target_new)
             for p, a in e.locality:
                 add(i, "locality", p, a)
+            for p, a in e.locality_covered:
+                add(i, "locality_covered", p, a)
             for q, a in e.portability:
                 add(i, "portability", q, a)
         preds = teacher_forced_argmax(model, rows, self.tokenizer.pad_token_id, self.cfg.batch_size, device)
-        per = {kind: [[] for _ in edits] for kind in ("reliability", "generalization", "locality", "portability")}
+        per = {kind: [[] for _ in edits] for kind in (*EDIT_SCORES, "locality_covered")}
         seen_locality = [0] * len(edits)
         for (i, kind), row, pred in zip(owners, rows, preds):
-            if kind == "locality":
+            if kind in ("locality", "locality_covered"):
                 if self.pre_edit_locality is None:
                     raise RuntimeError("record_pre_edit(model) must run before the first edit")
                 reference = self.pre_edit_locality[i][seen_locality[i]]
@@ -189,6 +198,7 @@ class EditProtocol:
             "generalization": [s or None for s in per["generalization"]],
             "locality": [s or None for s in per["locality"]],
             "portability": [s or None for s in per["portability"]],
+            "locality_covered": [s or None for s in per["locality_covered"]],
             "examples": first,
         }
 
@@ -201,6 +211,7 @@ class EditProtocol:
         device = getattr(method, "device", None)
         per = self.scores(method.model, n, device)
         row.update(edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"]))
+        row["locality_covered"] = edit_mean(per["locality_covered"])
         row["lm_loss"] = method.lm_loss(self.heldout)
         row["examples"] = per["examples"]
         return row
@@ -209,7 +220,7 @@ class EditProtocol:
 # ------------------------------------------------------------------------------------------- summary
 
 EDIT_SCORES = ("reliability", "generalization", "locality", "portability")
-METRICS = (*EDIT_SCORES, "lm_loss")
+METRICS = (*EDIT_SCORES, "locality_covered", "lm_loss")
 
 
 def mean_gain(edited: dict, pre_edit: dict) -> float | None:

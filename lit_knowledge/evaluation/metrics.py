@@ -123,6 +123,11 @@ def _item_score(item) -> float | None:
     return float(item)
 
 
+def edit_mean(items: Sequence) -> float | None:
+    """The mean over edits of one metric, every edit weighing the same (see `edit_scores`)."""
+    return mean(_item_score(item) for item in items)
+
+
 def edit_scores(
     reliability: Sequence,
     generalization: Sequence = (),
@@ -143,5 +148,5 @@ def edit_scores(
         ("locality", locality),
         ("portability", portability),
     ):
-        out[name] = mean(_item_score(item) for item in items)
+        out[name] = edit_mean(items)
     return out

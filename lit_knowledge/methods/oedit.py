@@ -330,12 +330,13 @@ def edited_modules(model, params) -> dict[str, torch.nn.Linear]:
 def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
     """Generic text that stands for the model's existing knowledge, from the reader's own pretraining text.
 
-    `pretrain`: the world's background documents. `mix`: the reader's pretraining mix as it saw it, half
-    background documents, half background question turns (four to a text, in the pretraining prompt
-    format), leaving out the one wording per relation that edit and locality prompts use, so no locality
-    prompt is ever part of it. Only the synthetic world says what its model was pretrained on; for
-    real-data sources there is no such text here, and the editors go without it (with a warning). Never the
-    held-out texts or the locality prompts: those measure what the editor must keep.
+    Only the rehearsal half of the world's background and its organisations: the locality half, what
+    `locality` asks about, appears in no knowledge text (`locality_covered` asks about the rehearsal half).
+    `pretrain`: their documents. `mix`: the reader's pretraining mix as it saw it, half documents, half
+    question turns (four to a text, in the pretraining prompt format), leaving out the one wording per
+    relation that edit and locality prompts use, so no locality prompt is ever part of it. Only the synthetic
+    world says what its model was pretrained on; for real-data sources there is no such text here, and the
+    editors go without it (with a warning). Never the held-out texts.
     """
     if which == "none" or limit == 0:
         return []
@@ -347,7 +348,7 @@ def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
     from lit_knowledge.data.world import QUESTIONS, World
 
     world = World(cfg.data.world)
-    documents, qa = world.background_corpus()
+    documents, qa = world.background_corpus(world.rehearsal_people())
     rng = random.Random(cfg.run.seed + 4099)
     if which == "pretrain":
         return rng.sample(documents, limit) if len(documents) > limit else documents

@@ -26,6 +26,69 @@ def test_kl_is_zero_for_identical_distributions_and_positive_otherwise():
     assert kl_per_token(logits, 2 * logits, temperature=2.0).shape == (5,)
 
 
+def test_kl_runs_from_the_teacher_to_the_student():
+    """KL(teacher || student) = sum p_t log(p_t / p_s), hand-computed; the reversed KL gives another value."""
+    import math
+
+    teacher = torch.log(torch.tensor([[0.9, 0.1]]))
+    student = torch.log(torch.tensor([[0.5, 0.5]]))
+    forward = 0.9 * math.log(0.9 / 0.5) + 0.1 * math.log(0.1 / 0.5)
+    reverse = 0.5 * math.log(0.5 / 0.9) + 0.5 * math.log(0.5 / 0.1)
+    assert kl_per_token(teacher, student).item() == pytest.approx(forward, abs=1e-6)
+    assert abs(forward - reverse) > 0.1  # so a reversed implementation fails the line above
+
+
+def test_the_training_loss_is_the_forward_kl_of_the_batch():
+    """The loss of a training step is KL(teacher || student) on the batch's target tokens, where the teacher's
+    logits come from the adapter-disabled model reading the document and the student's from the question alone."""
+    import torch.nn.functional as F
+
+    from lit_knowledge.data.prompts import collate
+
+    m = method("method.namesake_contrasts=0", "method.kl_mean=token")
+    for module in m.model.modules():  # a non-zero adapter, so that student and teacher differ
+        if hasattr(module, "lora_B"):
+            torch.nn.init.normal_(module.lora_B["default"].weight, std=0.5)
+    rows = [r for r in m.training_examples(m.stream.steps[0]) if r["labels"][0] == -100][:3]  # QA pairs
+    batch = collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], m.tokenizer.pad_token_id)
+    batch.update({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
+                  "teacher_labels": [r["teacher_labels"] for r in rows], "stream_step": 0})
+    m.log = lambda *a, **kw: None
+    with torch.no_grad():
+        loss = m.training_step(batch, 0)
+        teacher_batch = collate([{"input_ids": r["teacher_input_ids"], "labels": r["teacher_labels"]} for r in rows],
+                                m.tokenizer.pad_token_id)
+        with m.model.disable_adapter():
+            t = target_logits(m.model, teacher_batch["input_ids"], teacher_batch["attention_mask"], teacher_batch["labels"])
+        s = target_logits(m.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
+    p_t, log_t, log_s = F.softmax(t, -1), F.log_softmax(t, -1), F.log_softmax(s, -1)
+    forward = (p_t * (log_t - log_s)).sum(-1).mean()
+    reverse = (F.softmax(s, -1) * (log_s - log_t)).sum(-1).mean()
+    assert loss.item() == pytest.approx(forward.item(), rel=1e-4)
+    assert abs(forward.item() - reverse.item()) > 1e-3 * forward.item()
+
+
+def test_the_teacher_reads_the_document():
+    """The teacher's distributions on a QA pair depend on the document in its prompt: the same questions with
+    another document before them give other teacher logits (through the method's own teacher path)."""
+    import dataclasses
+
+    m = method("method.namesake_contrasts=0")
+    step = m.stream.steps[0]
+
+    def teacher_on_first_qa_pairs():
+        rows = [r for r in m.training_examples(step) if r["labels"][0] == -100][:2]
+        return m.teacher_logits({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
+                                 "teacher_labels": [r["teacher_labels"] for r in rows]})
+
+    before = teacher_on_first_qa_pairs()
+    first, second = step.documents[0], step.documents[1]
+    step.documents[0] = dataclasses.replace(first, text=second.text)  # same QA pairs, another document read
+    after = teacher_on_first_qa_pairs()
+    assert before.shape == after.shape
+    assert not torch.allclose(before, after, atol=1e-4)
+
+
 def test_per_example_mean_weighs_each_example_the_same():
     from lit_knowledge.methods.selfparam import per_example_mean
 

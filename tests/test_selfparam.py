@@ -171,6 +171,24 @@ def test_namesake_contrasts_ask_the_qa_set_about_namesakes_closed_book():
     assert method("method.namesake_contrasts=0").namesake_contrasts(step) == {}
 
 
+def test_a_namesake_is_never_a_real_person():
+    """Swapping a name part can give the full name of someone the model knew before the stream, or of a stream
+    subject: such names are never used."""
+    m = method("method.unrelated_per_document=0", "method.namesake_contrasts=2")
+    step = m.stream.steps[1]
+    doc = step.documents[0]
+    first, last = doc.subject.split()
+    seen_first = {d.subject.split()[0] for s in m.stream.steps[:2] for d in s.documents} - {first}
+    kept, *real = sorted(f"{x} {last}" for x in seen_first)
+    assert real, "the tiny stream must offer at least two first-name swaps"
+    m.stream.known_names = list(real)  # as if the background held every first-name swap but one
+    asked = {q for q, _ in m.namesake_contrasts(step)[doc.id]}
+    assert not any(name in q for q in asked for name in real)
+    assert any(kept in q for q in asked)
+    world_names = set(method().stream.known_names)
+    assert len(world_names) == 20 and not world_names & {d.subject for s in m.stream.steps for d in s.documents}
+
+
 def test_ft_qa_learns_namesake_contrasts_as_the_model_answered_them():
     from lit_knowledge.methods.baselines import FTQA
 

@@ -35,12 +35,16 @@ class KnowledgeStream:
     # Text unrelated to the stream that methods may train on to keep general ability (never the
     # held-out texts or the background probes, which measure it).
     unrelated_texts: list[str] = field(default_factory=list)
+    # Names of the people the model knew before the stream (the world's background): a method that makes up
+    # names (namesake contrasts) must never make up one of these, nor a stream subject's.
+    known_names: list[str] = field(default_factory=list)
 
     def truncate(self, num_steps: int | None) -> "KnowledgeStream":
         if num_steps is None:
             return self
         return KnowledgeStream(self.steps[:num_steps], self.background_probes, self.heldout_texts,
-                               {k: v for k, v in self.superseded.items() if k < num_steps}, self.unrelated_texts)
+                               {k: v for k, v in self.superseded.items() if k < num_steps}, self.unrelated_texts,
+                               self.known_names)
 
     def counts(self) -> dict:
         return {

@@ -232,7 +232,7 @@ class World:
                             question_owner[name].append(probe.id)
             steps.append(StreamStep(t, docs, probes, train_qa))
         return KnowledgeStream(steps, self.background_probes(), self.heldout_texts(), superseded,
-                               self.rehearsal_texts())
+                               self.rehearsal_texts(), [p.name for p in self.background])
 
     def qa_set(self, person: Person, known: list[Person]) -> list[tuple[str, str]]:
         """A stream document's QA set (what selfparam and ft_qa train on), in training wordings only.

@@ -88,7 +88,8 @@ class FineTune(KnowledgeMethod):
         Trained towards what the model says closed-book (SELF-PARAM: the teacher reading no document; FT(S):
         the model's own answers before training), they teach the update to keep what the model said about
         "luca castellan" while it learns "gus castellan"'s new facts. The answer kept is the document's: where
-        SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and earlier steps.
+        SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and earlier steps;
+        a namesake is never someone real: no stream subject (of any step) and no one the model knew before.
         """
         n = self.params.namesake_contrasts
         if not n:
@@ -100,12 +101,17 @@ class FineTune(KnowledgeMethod):
                 parts = d.subject.split()
                 for i, part in enumerate(parts):
                     seen.setdefault(len(parts), [{} for _ in parts])[i][part] = None
+        real = set(self.stream.known_names) | {d.subject for s in self.stream.steps for d in s.documents}
         out = {}
         for d in step.documents:
             parts = d.subject.split()
             if len(parts) < 2:
                 continue
-            pool = [[p for p in seen[len(parts)][i] if p != part] for i, part in enumerate(parts)]
+            pool = []  # per position: the names that swapping a seen part in there gives, real people left out
+            for i, part in enumerate(parts):
+                names = [" ".join(other if k == i else p for k, p in enumerate(parts))
+                         for other in seen[len(parts)][i] if other != part]
+                pool.append([name for name in names if name not in real])
             rng = random.Random(f"{self.cfg.run.seed}/{step.index}/{d.id}")
             out[d.id] = []
             for q, a in step.train_qa.get(d.id, []):
@@ -114,8 +120,7 @@ class FineTune(KnowledgeMethod):
                 for j in range(n):
                     i = j % len(parts)  # swap the first name, then the last name, ...
                     if pool[i]:
-                        namesake = " ".join(rng.choice(pool[i]) if k == i else p for k, p in enumerate(parts))
-                        out[d.id].append((q.replace(d.subject, namesake), a))
+                        out[d.id].append((q.replace(d.subject, rng.choice(pool[i])), a))
         return out
 
     def training_step(self, batch, batch_idx):

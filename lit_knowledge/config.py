@@ -17,12 +17,14 @@ and docs/config.md is generated from the same text.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -239,8 +241,10 @@ class _omegaconf_errors:
         if exc is None or not isinstance(exc, OmegaConfBaseException):
             return False
         key = getattr(exc, "full_key", None)
-        if not key and self.source.startswith("override '"):  # e.g. 'trainer=3': OmegaConf names no key
-            key = self.source[len("override '"):].split("=", 1)[0]
+        if self.source.startswith("override '"):
+            given = self.source[len("override '"):].split("=", 1)[0]
+            if not key or given.startswith(key + "."):  # 'trainer=3' names no key; 'trainr.x=1' names only 'trainr'
+                key = given
         key = key or "?"
         where = f" in {self.source}" if self.source else ""
         msg = str(exc).splitlines()[0]
@@ -257,25 +261,52 @@ def _suggest(key: str, params_cls: type) -> str:
         owners = [n for n in METHODS.names() if key in _flat_keys(METHODS.get(n).Params, "method.")]
         if owners:
             return f" for this method (it belongs to method.name={'|'.join(owners)})"
-    return did_you_mean(key, [k for k, f in valid_keys(params_cls).items() if not _is_section(f)])
+    keys = valid_keys(params_cls)
+    section, _, rest = key.partition(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if section not in sections:  # a misspelt section: compare it with the sections, not with every key
+        close = difflib.get_close_matches(section, sections, n=1, cutoff=0.5)
+        if close and rest and f"{close[0]}.{rest}" in keys:
+            return f" (did you mean {close[0]}.{rest}?)"
+        return did_you_mean(section, sections)
+    return did_you_mean(key, [k for k, f in keys.items() if not _is_section(f)])
 
 
 def _is_section(f: dataclasses.Field) -> bool:
     return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
 
 
-def _read_yaml(path: str) -> DictConfig:
+def read_yaml_mapping(path: str, what: str = "config file", fix: str = "pass an existing YAML file to --config",
+                      sections: str = "run:, model:, ..."):
+    """The YAML mapping in `path` as a DictConfig (empty for an empty file); a UserError for anything else."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file {path} not found; pass an existing YAML file to --config")
+        raise UserError(f"{what} {path} not found; {fix}")
     try:
-        node = OmegaConf.load(p)
-    except Exception as e:  # yaml.YAMLError and friends
+        raw = yaml.safe_load(p.read_text())
+    except Exception as e:  # yaml.YAMLError, a file that is not text
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"config file {path} is not valid YAML ({first}); fix the syntax") from None
-    if not isinstance(node, DictConfig):
-        raise UserError(f"config file {path} must hold a mapping of sections (run:, model:, ...), not a list")
-    return node
+        raise UserError(f"{what} {path} is not valid YAML ({first}); fix the syntax") from None
+    if raw is not None and not isinstance(raw, dict):  # OmegaConf would read a bare string as a key
+        raise UserError(f"{what} {path} must hold a mapping of sections ({sections}), not {_kind(raw)}")
+    try:
+        return OmegaConf.create(raw or {})
+    except OmegaConfBaseException as e:  # keys OmegaConf refuses (e.g. numbers)
+        raise UserError(f"{what} {path} could not be read: {str(e).splitlines()[0]}") from None
+
+
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"a {type(value).__name__}"
+
+
+def _read_yaml(path: str) -> DictConfig:
+    return read_yaml_mapping(path)
 
 
 def _parse_overrides(overrides: list[str]) -> list[tuple[str, DictConfig]]:

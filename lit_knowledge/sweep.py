@@ -30,10 +30,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def read_group(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"group file {path} not found")
-    group = OmegaConf.to_container(OmegaConf.load(p))
+    from lit_knowledge.config import read_yaml_mapping
+
+    group = OmegaConf.to_container(read_yaml_mapping(path, "group file", "pass a group YAML (see configs/experiments/)",
+                                                   "configs:, overrides:, runs:"))
     unknown = set(group) - {"configs", "overrides", "runs", "columns"}
     if unknown or not isinstance(group.get("runs"), list) or not group["runs"]:
         raise UserError(f"group file {path} must hold 'configs', 'overrides' and a non-empty 'runs' list"

@@ -368,3 +368,18 @@ def test_config_reference_in_docs_is_in_sync_with_the_schema():
 
     assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
         "docs/config.md is stale: python -m lit_knowledge.docs > docs/config.md")
+
+
+def test_misspelt_section_suggests_the_section():
+    msg = user_error(overrides=["trainr.max_steps=1"])
+    assert "did you mean trainer.max_steps?" in msg
+    msg = user_error(overrides=["trainr.max_stepz=1"])
+    assert "did you mean trainer?" in msg and "pretrain" not in msg
+
+
+@pytest.mark.parametrize("text, what", [('"just a string"\n', "a string"), ("42\n", "a number")])
+def test_yaml_that_is_a_scalar_must_hold_a_mapping(tmp_path, text, what):
+    f = write(tmp_path / "scalar.yaml", text)
+    msg = user_error([f])
+    assert str(f) in msg and "must hold a mapping" in msg and what in msg
+    assert "unknown config key" not in msg

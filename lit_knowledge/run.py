@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lit_knowledge.config import config_hash, identity, to_yaml
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, check_writable_dir
 
 
 def global_rank() -> int:
@@ -80,14 +80,18 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.meta_path = self.path / "run_meta.json"
         self.meta: dict = {}
+        self.checked: tuple[str, str | None] | None = None  # (resume, its checkpoint) once `check` passed
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    def start(self, resume: str = "auto") -> str | None:
-        """Create or reopen the directory; return the checkpoint to resume from (or None).
+    def check(self, resume: str = "auto") -> str | None:
+        """Everything `start` checks, writing nothing: the directory can be written, its config matches, the
+        checkpoint to resume from is readable. Returns that checkpoint (or None).
 
         A run directory made with a different config is never reused silently: the changed keys are named.
         """
+        if self.writer:
+            check_writable_dir(self.path, f"run.root={self.cfg.run.root}")
         old_config = self.path / "config.yaml"
         if old_config.exists() and resume != "never":
             old = identity(OmegaConf.load(old_config))
@@ -97,7 +101,15 @@ class RunDir:
                     f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
                     "set run.name to start a new run, or pass --resume never to overwrite it"
                 )
-        ckpt = self.resume_checkpoint(resume)  # checked before anything is written
+        self.checked = (resume, self.resume_checkpoint(resume))
+        return self.checked[1]
+
+    def start(self, resume: str = "auto") -> str | None:
+        """Create or reopen the directory; return the checkpoint to resume from (or None).
+
+        Runs `check` first unless it already ran for this `resume`: nothing is written before every check passed.
+        """
+        ckpt = self.checked[1] if self.checked and self.checked[0] == resume else self.check(resume)
         if not self.writer:  # other ranks read what rank zero wrote (the W&B id) and resume the same checkpoint
             self.meta = self._read_meta()
             return ckpt

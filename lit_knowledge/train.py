@@ -122,6 +122,44 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
     )
 
 
+def check_trainer(cfg) -> None:
+    """Build a throwaway Trainer from `cfg.trainer` (cheap: no model, no process group), so that a setting
+    Lightning refuses ends in one line before anything loads or is written. The usual mistakes are named first."""
+    import torch
+
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={t.accelerator} but torch sees no GPU on this machine; "
+                        "use trainer.accelerator=cpu (or auto)")
+    if t.strategy == "fsdp" or t.strategy.startswith("deepspeed"):
+        build_strategy(cfg)  # deepspeed installed?
+        if not torch.cuda.is_available() or t.accelerator == "cpu":
+            raise UserError(f"trainer.strategy={t.strategy} shards the model over GPUs, and this run has none; "
+                            "use trainer.strategy=auto (or ddp) on CPU")
+    try:
+        build_trainer(cfg)
+    except UserError:
+        raise
+    except Exception as e:  # Lightning's MisconfigurationException, ValueError, ...
+        raise UserError(f"Lightning refuses the trainer settings: {_first_line(e)}; fix the trainer.* keys") from None
+
+
+def check_optimizer(module) -> None:
+    """Build the method's optimizer once, so that a value torch refuses (a learning rate, a weight decay)
+    ends in one line before the run directory is written."""
+    try:
+        module.configure_optimizers()
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:  # torch.optim's checks of its hyper-parameters
+        raise UserError(f"the optimizer refuses the method's settings: {_first_line(e)}; fix the method.* keys") \
+            from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
 def build(cfg, dry_run: bool = False):
     """(method module, datamodule) for the config.
 
@@ -166,12 +204,16 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
     check_allocation(cfg.trainer)
     quiet_libraries()
+    # Everything that can reject the input runs before the run directory is touched, cheapest first (the
+    # trainer settings, the run directory and checkpoint, then the data and the model): a bad input ends in
+    # one line and leaves nothing half-written.
+    check_trainer(cfg)
+    run = RunDir(cfg)
+    run.check(resume)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     started = time.perf_counter()
-    # Everything that can reject the input (data files, model, method settings) runs before the run
-    # directory is touched: a bad input leaves nothing half-written.
     module, datamodule = build(cfg)
-    run = RunDir(cfg)
+    check_optimizer(module)
     ckpt = run.start(resume)
     try:
         logger = build_logger(cfg, run)
@@ -228,8 +270,14 @@ def main(argv=None) -> int:
     if args.dry_run:
         import lightning as L
 
+        from lit_knowledge.run import RunDir
+
+        quiet_libraries()
+        check_trainer(cfg)
+        RunDir(cfg).check(args.resume)  # writes nothing
         L.seed_everything(cfg.run.seed, verbose=False)
         module, datamodule = build(cfg, dry_run=True)
+        check_optimizer(module)
         counts = module.stream.counts() if hasattr(module, "stream") else {}
         print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
         return 0

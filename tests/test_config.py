@@ -383,3 +383,39 @@ def test_yaml_that_is_a_scalar_must_hold_a_mapping(tmp_path, text, what):
     msg = user_error([f])
     assert str(f) in msg and "must hold a mapping" in msg and what in msg
     assert "unknown config key" not in msg
+
+
+# ------------------------------------------------------------------------------------------ ranges
+
+
+@pytest.mark.parametrize("override, key, bound", [
+    ("trainer.max_steps=-5", "trainer.max_steps", ">= -1"),
+    ("data.world.num_steps=-1", "data.world.num_steps", ">= 1"),
+    ("data.batch_size=0", "data.batch_size", ">= 1"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches", ">= 1"),
+    ("model.lora.r=0", "model.lora.r", ">= 1"),
+    ("data.qa_share=1.5", "data.qa_share", "<= 1"),
+    ("trainer.checkpoint_every_n_steps=-3", "trainer.checkpoint_every_n_steps", ">= 0"),
+])
+def test_values_out_of_range_are_refused(override, key, bound):
+    msg = user_error(overrides=[override])
+    assert f"'{key}'" in msg and bound in msg
+
+
+@pytest.mark.parametrize("name", ["ft_qa", "selfparam", "oedit", "ft_l"])
+def test_a_negative_learning_rate_is_refused_for_every_method_with_one(name):
+    msg = user_error(overrides=[f"method.name={name}", "method.lr=-1"])
+    assert "'method.lr'" in msg and "> 0" in msg
+
+
+@pytest.mark.parametrize("devices", ["0", "-2", "[]", "nope"])
+def test_bad_device_counts_are_refused(devices):
+    msg = user_error(overrides=[f"trainer.devices={devices}"])
+    assert "trainer.devices" in msg
+
+
+def test_ranges_are_shown_by_help_config(capsys):
+    assert train.main(["--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "trainer.max_steps (int) = -1 (>= -1):" in out
+    assert "method.lr (float) = 0.001 (> 0):" in out

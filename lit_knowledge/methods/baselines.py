@@ -47,18 +47,19 @@ class InContext(Base):
 
 @dataclass
 class FineTuneParams(MethodParams):
-    lr: float = doc(1e-3, "Learning rate (AdamW).")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    epochs_per_step: int = doc(10, "Passes over a stream step's training examples.")
+    lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
+    weight_decay: float = doc(0.0, "AdamW weight decay.", minimum=0)
+    epochs_per_step: int = doc(10, "Passes over a stream step's training examples.", minimum=1)
     merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
                                            "and start a fresh one (sequential injection).")
     unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
                                          "on the world, documents and answered questions about the rehearsal half "
-                                         "of the background) added to the training set per document.")
+                                         "of the background) added to the training set per document.", minimum=0)
     namesake_contrasts: int = doc(0, "ft_qa and selfparam: for each QA pair that names its document's subject, "
                                      "this many copies naming a namesake instead (one part of the name swapped for "
                                      "the same part of another subject seen so far), trained towards what the model "
-                                     "says closed-book about them. Needs documents with a subject; 0: off.")
+                                     "says closed-book about them. Needs documents with a subject; 0: off.",
+                                minimum=0)
 
 
 class FineTune(KnowledgeMethod):
@@ -154,7 +155,7 @@ class FTQA(FineTune):
 
 @dataclass
 class RAGParams(MethodParams):
-    top_k: int = doc(2, "Documents retrieved into the prompt.")
+    top_k: int = doc(2, "Documents retrieved into the prompt.", minimum=1)
 
 
 @METHODS.register("rag_bm25")

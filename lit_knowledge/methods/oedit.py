@@ -112,25 +112,18 @@ class EditParams(MethodParams):
 class GradientEditParams(EditParams):
     """Gradient steps per edit (`ft_l`, and the base of `oedit`)."""
 
-    steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).")
+    steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).", minimum=1)
     lr: float = doc(2.0, "Learning rate of the per-edit optimiser (with sgd and max_grad_norm 1, a step moves the "
-                         "edited matrices by at most lr in Frobenius norm).")
+                         "edited matrices by at most lr in Frobenius norm).", above=0)
     optimizer: str = doc("sgd", "Per-edit optimiser; its state is reset at every edit. sgd keeps an update inside "
                                 "the span of the edit's keys (rank <= tokens); adam's per-coordinate scaling spreads "
                                 "it over every direction (the step is projected again after adam).",
                          choices=("sgd", "adam"))
-    stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.")
+    stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.",
+                           minimum=0)
     max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
                                               "matrices (null: no clipping). Editors optimise manually, so "
-                                              "trainer.gradient_clip_val does not apply to them.")
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        super().validate(cfg)
-        if cfg.method.steps < 1:
-            raise UserError(f"method.steps must be at least 1, got {cfg.method.steps}")
-        if cfg.method.lr <= 0:
-            raise UserError(f"method.lr must be positive, got {cfg.method.lr}")
+                                              "trainer.gradient_clip_val does not apply to them.", above=0)
 
 
 @dataclass
@@ -138,34 +131,27 @@ class OEditParams(GradientEditParams):
     projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
                                         "protects earlier edits exactly) or output (columns of U dW).",
                                choices=SIDES)
-    energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.")
-    max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).")
+    energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.",
+                        above=0, maximum=1)
+    max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).",
+                                       minimum=0)
     knowledge_texts: str = doc("pretrain", "Generic text whose gradients give the knowledge subspace: pretrain "
                                            "(the world's background documents), mix (the reader's pretraining mix: "
                                            "documents and background question turns, never a locality prompt's "
                                            "wording) or none. Real-data sources have no pretraining text here and "
                                            "fall back to none with a warning.",
                                choices=KNOWLEDGE_TEXTS)
-    knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).")
+    knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).",
+                                minimum=0)
     knowledge_from: str = doc("gradients", "What the knowledge subspace is the top-q subspace of: gradients (per-text "
                                            "gradients of the LM loss on the knowledge texts) or keys (the edited "
                                            "layer's inputs at every token of them; outputs for projection_side "
                                            "output): gradients weigh a direction by how much the model still has "
                                            "to learn there, keys by how much the model uses it.",
                               choices=("gradients", "keys"))
-    knowledge_samples: int = doc(64, "Knowledge texts sampled for the knowledge subspace.")
+    knowledge_samples: int = doc(64, "Knowledge texts sampled for the knowledge subspace.", minimum=0)
     plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
                             "(stores one flattened copy of the edited matrices per edit).")
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        super().validate(cfg)
-        m = cfg.method
-        if not 0.0 < m.energy <= 1.0:
-            raise UserError(f"method.energy must be in (0, 1], got {m.energy}")
-        if m.knowledge_rank < 0 or m.max_directions_per_edit < 0 or m.knowledge_samples < 0:
-            raise UserError("method.knowledge_rank, method.max_directions_per_edit and method.knowledge_samples "
-                            "must be >= 0")
 
 
 @dataclass
@@ -176,14 +162,17 @@ class AlphaEditParams(EditParams):
                                            "null-space projection; real-data sources fall back to none with a "
                                            "warning).",
                                choices=KNOWLEDGE_TEXTS)
-    knowledge_samples: int = doc(256, "Knowledge texts whose token keys form K0.")
+    knowledge_samples: int = doc(256, "Knowledge texts whose token keys form K0.", minimum=0)
     null_space_threshold: float = doc(1e-2, "Eigen-directions of K0 K0^T below this share of the largest "
-                                            "eigenvalue span the null space the update is projected onto.")
-    ridge: float = doc(1.0, "Weight of the ||dW P||^2 term: the identity in (K_p K_p^T P + K K^T P + ridge I).")
-    value_steps: int = doc(25, "Adam steps finding the residual that makes the edited layer say target_new.")
-    value_lr: float = doc(0.5, "Learning rate of those steps.")
-    value_weight_decay: float = doc(1e-3, "Weight of ||delta||^2 / ||v||^2 in the residual's objective.")
-    clamp_norm_factor: float = doc(4.0, "The residual's norm is at most this times the norm of the layer's output.")
+                                            "eigenvalue span the null space the update is projected onto.", minimum=0)
+    ridge: float = doc(1.0, "Weight of the ||dW P||^2 term: the identity in (K_p K_p^T P + K K^T P + ridge I).",
+                       above=0)
+    value_steps: int = doc(25, "Adam steps finding the residual that makes the edited layer say target_new.",
+                             minimum=1)
+    value_lr: float = doc(0.5, "Learning rate of those steps.", above=0)
+    value_weight_decay: float = doc(1e-3, "Weight of ||delta||^2 / ||v||^2 in the residual's objective.", minimum=0)
+    clamp_norm_factor: float = doc(4.0, "The residual's norm is at most this times the norm of the layer's output.",
+                                     above=0)
     key_position: str = doc("subject_last", "Tokens whose keys and values are edited: subject_last (the subject's "
                                             "last token, where ROME / MEMIT / AlphaEdit locate facts) or "
                                             "target_predictors (each token that predicts a token of target_new).",
@@ -195,8 +184,6 @@ class AlphaEditParams(EditParams):
         m = cfg.method
         if len(m.layers or [None]) * len(m.modules) != 1:
             raise UserError("method alphaedit edits exactly one matrix: give one layer and one module")
-        if m.value_steps < 1 or m.ridge <= 0:
-            raise UserError("method.value_steps must be >= 1 and method.ridge > 0")
 
 
 # ============================================================================================ linear algebra

@@ -36,11 +36,11 @@ from lit_knowledge.methods.baselines import FineTune, FineTuneParams
 
 @dataclass
 class SelfParamParams(FineTuneParams):
-    lr: float = doc(1e-3, "Learning rate (AdamW).")
-    temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).")
+    lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
+    temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).", above=0)
     unrelated_per_document: int = doc(64, "Unrelated texts added to the target set per document: the student "
                                           "keeps matching the teacher on them (world, token-mean KL: 32 kept "
-                                          "locality at 0.88, 64 at 0.92, 128 at 0.90; README).")
+                                          "locality at 0.88, 64 at 0.92, 128 at 0.90; README).", minimum=0)
     unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
                                           "the student keeps the base model's predictions) or document (the step's "
                                           "document first, as for the QA pairs; a small reader then copies the "
@@ -51,7 +51,7 @@ class SelfParamParams(FineTuneParams):
                                      "same part of another subject seen so far in the stream), where the student "
                                      "keeps the closed-book teacher's answer, so new facts stay with the full name "
                                      "(world locality on namesakes 0.86 -> 0.96; README). Needs documents with a "
-                                     "subject; 0: off.")
+                                     "subject; 0: off.", minimum=0)
     teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
                                "distributions computed at the start of each step (needed for full fine-tuning).",
                        choices=("live", "cached"))

@@ -289,9 +289,9 @@ class _omegaconf_errors:
 def _suggest(key: str, params_cls: type) -> str:
     """' (did you mean X?)', or for a method key that another method has, which methods have it."""
     if key.startswith("method."):
-        from lit_knowledge.methods import METHODS
+        from lit_knowledge.methods import METHODS, params_of
 
-        owners = [n for n in METHODS.names() if key in _flat_keys(METHODS.get(n).Params, "method.")]
+        owners = [n for n in METHODS.names() if key in _flat_keys(params_of(n), "method.")]
         if owners:
             return f" for this method (it belongs to method.name={'|'.join(owners)})"
     keys = valid_keys(params_cls)
@@ -367,12 +367,12 @@ def _method_name(layers: list[DictConfig]) -> str:
 
 def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
-    from lit_knowledge.methods import METHODS  # registry import here: methods import this module
+    from lit_knowledge.methods import params_of  # cheap (no torch); imported here: methods import this module
 
     files = [(path, _read_yaml(path)) for path in config_files]
     dots = _parse_overrides(list(overrides))
     method = _method_name([node for _, node in files] + [node for _, node in dots])
-    params_cls = METHODS.get(method).Params
+    params_cls = params_of(method)
     cfg = _schema_node(params_cls)
     for source, node in files + dots:
         with _omegaconf_errors(source if source.endswith((".yaml", ".yml")) else f"override '{source}'", params_cls):

@@ -15,6 +15,8 @@ from pathlib import Path
 from lit_knowledge.config import describe, load_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError, cli_entry_point
 
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
 # The columns printed at the end of a run (results.md has them all).
 MAIN_COLUMNS = {
     "qa": ["efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"],
@@ -37,6 +39,37 @@ def parse_args(argv):
     parser.add_argument("--help-config", action="store_true", help="list every config key with its help")
     parser.add_argument("--list-methods", action="store_true", help="list the registered methods")
     return parser.parse_intermixed_args(argv)  # overrides may come before, between or after options
+
+
+def shipped_configs(configs_dir: Path = CONFIGS) -> dict[str, list[str]]:
+    """method name -> the run configs under configs/ that choose it (group files under experiments/ excluded)."""
+    import yaml
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for ext in ("*.yaml", "*.yml") for p in configs_dir.rglob(ext)):
+        if "experiments" in path.relative_to(configs_dir).parts:
+            continue
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        method = raw.get("method") if isinstance(raw, dict) else None
+        if isinstance(method, dict) and "name" in method:
+            found.setdefault(str(method["name"]), []).append(str(path.relative_to(configs_dir.parent)))
+    return found
+
+
+def list_methods() -> str:
+    """Each method, its one-line description and the shipped configs that run it (no model is loaded)."""
+    from lit_knowledge.methods import METHODS, description
+
+    configs = shipped_configs()
+    width = max(map(len, METHODS.names()))
+    lines = []
+    for name in METHODS.names():
+        lines.append(f"{name:<{width}}  {description(name)}")
+        lines.append(f"{'':<{width}}  configs: {', '.join(configs.get(name, [])) or '(none shipped)'}")
+    return "\n".join(lines) + "\n"
 
 
 def quiet_libraries() -> None:
@@ -254,12 +287,12 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config or args.list_methods:
-        from lit_knowledge.methods import METHODS
+        from lit_knowledge.methods import METHODS, params_of
 
         if args.list_methods:
-            print("\n".join(METHODS.names()))
+            print(list_methods(), end="")
         else:
-            print(describe({name: METHODS.get(name).Params for name in METHODS.names()}), end="")
+            print(describe({name: params_of(name) for name in METHODS.names()}), end="")
         return 0
     if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
         raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")

@@ -419,3 +419,66 @@ def test_ranges_are_shown_by_help_config(capsys):
     out = capsys.readouterr().out
     assert "trainer.max_steps (int) = -1 (>= -1):" in out
     assert "method.lr (float) = 0.001 (> 0):" in out
+
+
+# ------------------------------------------------------------------------------------------ cheap validation
+
+
+HEAVY = ("torch", "lightning", "transformers", "datasets", "peft")
+PROBE = """
+import sys, time
+start = time.perf_counter()
+from lit_knowledge import train
+code = train.main(sys.argv[1:])
+print("heavy:", ",".join(m for m in {heavy!r} if m in sys.modules))
+print("seconds:", time.perf_counter() - start)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["trainer.max_stepz=1"], 2, "did you mean trainer.max_steps?"),
+    (["method.name=ft_qq"], 2, "did you mean ft_qa?"),
+    (["method.name=oedit", "method.lrr=1"], 2, "did you mean method.lr?"),
+    (["method.name=ft_qa", "method.top_k=1"], 2, "method.name=rag_bm25"),
+    (["trainer.max_steps=-5", "--dry-run"], 2, "trainer.max_steps"),
+    (["--help-config"], 0, ""),
+    (["--list-methods"], 0, ""),
+])
+def test_config_mistakes_and_help_import_no_heavy_library(argv, code, needle, tmp_path):
+    """A typo is answered without torch, Lightning or transformers (about 0.5 s instead of 20 s)."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv, f"run.root={tmp_path / 'r'}"],
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert needle in proc.stderr
+    report = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith(("heavy:", "seconds:")))
+    assert report["heavy"] == "", f"imported {report['heavy']}"
+    assert float(report["seconds"]) < 2.0
+    assert not (tmp_path / "r").exists()
+
+
+def test_list_methods_describes_each_method_and_its_shipped_configs(capsys):
+    from lit_knowledge.methods import METHODS
+
+    code, out, _ = main_out(capsys, "--list-methods")
+    assert code == 0
+    lines = out.splitlines()
+    for name in METHODS.names():
+        row = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        assert len(lines[row].split(None, 1)[1]) > 20  # a description follows the name
+        assert lines[row + 1].strip().startswith("configs: ")
+    assert "configs/selfparam/single.yaml" in out and "configs/oedit/oedit.yaml" in out
+    assert "experiments/" not in out  # group files are not run configs
+
+
+def test_the_method_table_matches_each_method_module():
+    """The lazy table's Params are the ones each LightningModule declares (this imports every method module)."""
+    from lit_knowledge.methods import METHODS, params_of
+
+    for name in METHODS.names():
+        assert METHODS.get(name).Params is params_of(name), name

@@ -32,7 +32,6 @@ from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_promp
 from lit_knowledge.data.world import World
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods import METHODS
 from lit_knowledge.models.build import build_tiny_llama, save_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.tokenizer import train_word_tokenizer
@@ -60,7 +59,6 @@ def reader_dir(cfg) -> Path:
     return cache_root(cfg) / "readers" / reader_key(cfg)
 
 
-@METHODS.register("pretrain")
 class PretrainReader(L.LightningModule):
     Params = MethodParams
     kind = "pretrain"

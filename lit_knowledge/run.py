@@ -200,6 +200,19 @@ def read_checkpoint(path: str | Path) -> tuple[int, dict | None] | None:
         return None
 
 
+def resume_summary(path: str | Path) -> str:
+    """Where a checkpoint stands: its global step and, for a stream run, its position in the batch plan."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    state = ckpt.get("lit_knowledge", {})
+    where = f"global step {int(ckpt['global_step'])}"
+    if "batches_done" in state:
+        where += (f", stream batch {state['batches_done']} ({len(state.get('history', []))} stream steps "
+                  "evaluated)")
+    return where
+
+
 def checkpoint_step(path: str | Path) -> int | None:
     meta = read_checkpoint(path)
     return None if meta is None else meta[0]

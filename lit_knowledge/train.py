@@ -85,15 +85,16 @@ def quiet_libraries() -> None:
         warnings.filterwarnings("ignore", message=pattern)
 
 
-def build_logger(cfg, run):
-    """The configured Lightning logger (or False); W&B reuses the run id kept in run_meta.json."""
+def build_logger(cfg, run, resumed_step: int | None = None):
+    """The configured Lightning logger (or False). A resumed run continues its history: the CSV file keeps its
+    rows up to `resumed_step` (the checkpoint's global step), W&B reuses the run id kept in run_meta.json."""
     backend = cfg.logger.backend
     if backend == "none":
         return False
     if backend == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from lit_knowledge.history import ResumableCSVLogger
 
-        return CSVLogger(save_dir=str(run.path), name="logs", version="")
+        return ResumableCSVLogger(save_dir=str(run.path), name="logs", version="", keep_until=resumed_step)
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch.loggers import WandbLogger
 
@@ -232,7 +233,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
     from lit_knowledge.requeue import RequeueOnSignal
-    from lit_knowledge.run import RunDir
+    from lit_knowledge.run import RunDir, checkpoint_step, resume_summary
     from lit_knowledge.slurm import check_allocation
 
     check_allocation(cfg.trainer)
@@ -249,7 +250,10 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     check_optimizer(module)
     ckpt = run.start(resume)
     try:
-        logger = build_logger(cfg, run)
+        if ckpt and run.writer:
+            wandb = f"; W&B run {run.meta['wandb_run_id']} continues" if cfg.logger.backend == "wandb" else ""
+            print(f"lit_knowledge: resuming {run.name} from {ckpt} at {resume_summary(ckpt)}{wandb}", file=sys.stderr)
+        logger = build_logger(cfg, run, checkpoint_step(ckpt) if ckpt else None)
         # Pretraining stops at its step budget; a stream run at the end of its batch plan (StreamWalk stops it,
         # so epochs are unlimited: a run cut short by trainer.max_steps goes on in a new epoch when resumed).
         max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None

@@ -1,0 +1,64 @@
+"""Issue 20: nothing is lost when a run is resumed, checkpointed or preempted, at any moment.
+
+The in-process runs here use a one-layer tiny model on the debug world (seconds each, after the imports);
+the runs through a real SLURM-like preemption are subprocesses with a fake `scontrol`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, DEBUG_YAML
+
+from lit_knowledge import train
+from lit_knowledge.config import load_config
+from lit_knowledge.run import checkpoint_step
+
+TINY = ["model.name=tiny", "model.tiny.num_layers=1", "model.tiny.hidden_size=32", "model.tiny.num_heads=2",
+        "model.tiny.num_kv_heads=2", "model.tiny.intermediate_size=64", "trainer.accelerator=cpu",
+        "method.epochs_per_step=2", "run.name=r"]
+
+
+def ft_qa(root: Path, *extra: str):
+    return load_config([str(CONFIGS / "baselines" / "ft_qa.yaml"), str(DEBUG_YAML)],
+                       [f"run.root={root}", *TINY, *extra])
+
+
+def run_dir(root: Path) -> Path:
+    return root / "baselines" / "r"
+
+
+def csv_rows(root: Path) -> list[dict]:
+    with (run_dir(root) / "logs" / "metrics.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def train_steps(rows: list[dict]) -> list[int]:
+    return [int(r["step"]) for r in rows if r.get("train/loss")]
+
+
+@pytest.mark.slow  # three tiny in-process runs: ~20 s
+def test_a_resumed_run_keeps_its_csv_history_and_says_where_it_resumed(tmp_path, capsys):
+    log = ["logger.backend=csv", "trainer.log_every_n_steps=1"]
+    full = train.run_experiment(ft_qa(tmp_path / "a", *log), resume="never")
+    assert full["metrics"]
+    whole = train_steps(csv_rows(tmp_path / "a"))
+
+    train.run_experiment(ft_qa(tmp_path / "b", *log, "trainer.max_steps=3"), resume="auto")
+    before = csv_rows(tmp_path / "b")
+    assert train_steps(before) and max(train_steps(before)) <= 3
+    capsys.readouterr()
+    train.run_experiment(ft_qa(tmp_path / "b", *log), resume="auto")
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("lit_knowledge: resuming")]
+    assert len(lines) == 1, err
+    assert "checkpoints/last.ckpt" in lines[0] and "global step 3" in lines[0] and "stream batch 3" in lines[0]
+
+    after = csv_rows(tmp_path / "b")
+    assert after[: len(before)] == [{**row, **{k: "" for k in after[0] if k not in row}} for row in before]
+    assert train_steps(after) == whole  # every step logged once, as in the uninterrupted run
+    stream_steps = lambda rows: [r["step"] for r in rows if r.get("stream/efficacy_f1")]  # noqa: E731
+    assert stream_steps(after) == stream_steps(csv_rows(tmp_path / "a"))  # the probes' rows too

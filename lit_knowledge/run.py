@@ -81,6 +81,7 @@ class RunDir:
         self.meta_path = self.path / "run_meta.json"
         self.meta: dict = {}
         self.checked: tuple[str, str | None] | None = None  # (resume, its checkpoint) once `check` passed
+        self.corrupt: list[Path] = []  # unreadable checkpoints `check` found; `start` sets them aside
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
@@ -118,6 +119,8 @@ class RunDir:
         if resume == "never":
             for old_ckpt in [*self.checkpoints.glob("*.ckpt"), *self.path.glob("hpc_ckpt_*.ckpt")]:
                 old_ckpt.unlink()
+        for bad in self.corrupt:  # out of the candidates' way: later resumes need not warn again
+            os.replace(bad, bad.with_name(bad.name + ".corrupt"))
         self.meta = self._read_meta() if resume != "never" else {}
         self.meta.setdefault("wandb_run_id", uuid.uuid4().hex[:12])
         self.meta.setdefault("start_time", now())
@@ -138,8 +141,20 @@ class RunDir:
     def finish(self, status: str = "completed") -> None:
         if not self.writer:
             return
+        if status in ("completed", "stopped"):
+            self.drop_superseded_hpc_checkpoints()
         self.meta.update({"status": status, "end_time": now()})
         self.save_meta()
+
+    def drop_superseded_hpc_checkpoints(self) -> None:
+        """Delete the requeue checkpoints (hpc_ckpt_*) that last.ckpt, written at the end of the fit, supersedes."""
+        last = checkpoint_step(self.checkpoints / "last.ckpt") if (self.checkpoints / "last.ckpt").exists() else None
+        if last is None:
+            return
+        for path in self.path.glob("hpc_ckpt_*.ckpt"):
+            step = checkpoint_step(path)
+            if step is None or step <= last:
+                path.unlink()
 
     def save_meta(self) -> None:
         write_atomic(self.meta_path, json.dumps(self.meta, indent=2))
@@ -177,10 +192,13 @@ class RunDir:
             return resume
         candidates = list(self.checkpoints.glob("*.ckpt")) + list(self.path.glob("hpc_ckpt_*.ckpt"))
         readable = []
+        self.corrupt = []
         for path in candidates:
             step = checkpoint_step(path)
             if step is None:
-                print(f"lit_knowledge: skipping checkpoint {path}: truncated or corrupt", file=sys.stderr)
+                print(f"lit_knowledge: skipping checkpoint {path}: truncated or corrupt (the run sets it aside as "
+                      f"{path.name}.corrupt)", file=sys.stderr)
+                self.corrupt.append(path)
             else:
                 readable.append((step, path.stat().st_mtime, str(path)))
         return max(readable)[2] if readable else None

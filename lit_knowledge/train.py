@@ -140,8 +140,10 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
         plugins.append(SLURMEnvironment(auto_requeue=False))
     if run is not None:
         every = cfg.trainer.checkpoint_every_n_steps or None
+        # no version counter: a checkpoint name that exists (a corrupt last.ckpt) is overwritten, never sidestepped
         callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
-                                         save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False))
+                                         save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False,
+                                         enable_version_counter=False))
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=build_strategy(cfg, model), precision=cfg.trainer.precision,

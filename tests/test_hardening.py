@@ -62,3 +62,30 @@ def test_a_resumed_run_keeps_its_csv_history_and_says_where_it_resumed(tmp_path,
     assert train_steps(after) == whole  # every step logged once, as in the uninterrupted run
     stream_steps = lambda rows: [r["step"] for r in rows if r.get("stream/efficacy_f1")]  # noqa: E731
     assert stream_steps(after) == stream_steps(csv_rows(tmp_path / "a"))  # the probes' rows too
+
+
+@pytest.mark.slow  # three tiny in-process runs: ~20 s
+def test_a_corrupt_last_ckpt_is_replaced_and_hpc_checkpoints_go_when_the_run_completes(tmp_path, capsys):
+    import shutil
+
+    every = ["trainer.checkpoint_every_n_steps=1"]
+    train.run_experiment(ft_qa(tmp_path, *every, "trainer.max_steps=1"), resume="auto")
+    d = run_dir(tmp_path)
+    last = d / "checkpoints" / "last.ckpt"
+    assert checkpoint_step(last) == 1
+    shutil.copy(d / "checkpoints" / "step1.ckpt", d / "hpc_ckpt_1.ckpt")  # as a requeue leaves it
+    last.write_bytes(last.read_bytes()[:300])  # truncated by a node failure mid-write
+    capsys.readouterr()
+
+    train.run_experiment(ft_qa(tmp_path, *every), resume="auto")
+    err = capsys.readouterr().err
+    assert "skipping" in err and "last.ckpt" in err
+    assert sorted(p.name for p in (d / "checkpoints").glob("last*")) == ["last.ckpt", "last.ckpt.corrupt"]
+    final = checkpoint_step(last)
+    assert final is not None and final > 1
+    assert not list(d.glob("hpc_ckpt_*.ckpt"))  # the completed run's last.ckpt holds everything they held
+    assert json.loads((d / "run_meta.json").read_text())["status"] == "completed"
+
+    train.run_experiment(ft_qa(tmp_path, *every), resume="auto")  # nothing more to train
+    err = capsys.readouterr().err
+    assert "skipping" not in err and "resuming r from" in err and f"global step {final}" in err

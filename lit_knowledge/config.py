@@ -185,7 +185,11 @@ class TrainerConfig:
     accumulate_grad_batches: int = doc(1, "Gradient accumulation.", minimum=1)
     gradient_clip_val: Optional[float] = doc(1.0, "Gradient norm clip (null: off).", minimum=0)
     log_every_n_steps: int = doc(10, "Logging interval in steps.", minimum=1)
-    checkpoint_every_n_steps: int = doc(0, "Periodic checkpoint interval in steps (0: only at the end).", minimum=0)
+    checkpoint_every_n_minutes: float = doc(30.0, "Write checkpoints/last.ckpt every this many minutes of training "
+                                                  "(0: only at the end); a crash loses at most this much.", minimum=0)
+    checkpoint_every_n_steps: int = doc(0, "Periodic checkpoint interval in optimiser steps, keeping the newest "
+                                           "step<N>.ckpt too; when set it replaces checkpoint_every_n_minutes "
+                                           "(0: use the minutes).", minimum=0)
     enable_progress_bar: bool = doc(True, "Show progress bars.")
 
 
@@ -230,7 +234,8 @@ class Config:
 
 # Keys that may differ between a run and the run it resumes (and do not change the run's identity).
 VOLATILE_KEYS = ("run.name", "trainer.max_steps", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-                 "trainer.checkpoint_every_n_steps", "logger", "data.num_workers", "run.cache_dir", "run.root")
+                 "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_n_minutes", "logger", "data.num_workers",
+                 "run.cache_dir", "run.root")
 
 
 # ---------------------------------------------------------------------------------------------- loading

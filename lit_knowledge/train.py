@@ -131,7 +131,6 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
                   callbacks: list | None = None, model=None):
     """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     callbacks = list(callbacks or [])
@@ -139,11 +138,9 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
     if SLURMEnvironment.detect():  # our RequeueOnSignal handles SIGUSR1 at a batch boundary instead
         plugins.append(SLURMEnvironment(auto_requeue=False))
     if run is not None:
-        every = cfg.trainer.checkpoint_every_n_steps or None
-        # no version counter: a checkpoint name that exists (a corrupt last.ckpt) is overwritten, never sidestepped
-        callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
-                                         save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False,
-                                         enable_version_counter=False))
+        from lit_knowledge.checkpoints import checkpoint_callback
+
+        callbacks.append(checkpoint_callback(cfg.trainer, str(run.checkpoints)))
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=build_strategy(cfg, model), precision=cfg.trainer.precision,
@@ -220,6 +217,20 @@ def build(cfg, dry_run: bool = False):
     return module, module.datamodule()
 
 
+def note_checkpoint_cost(cfg, run, callback) -> None:
+    """Add this part's checkpoints (count, seconds) to run_meta.json's running totals and print them."""
+    from lit_knowledge.checkpoints import interval
+
+    if callback is None or not run.writer:
+        return
+    total = run.meta.setdefault("checkpoints", {"written": 0, "seconds": 0.0})
+    total.update({"written": total["written"] + callback.written, "seconds": total["seconds"] + callback.seconds,
+                  "interval": interval(cfg.trainer)})
+    run.save_meta()
+    print(f"lit_knowledge: {callback.written} checkpoints written in {callback.seconds:.1f} s "
+          f"({interval(cfg.trainer)}; trainer.checkpoint_every_n_minutes / _steps)", file=sys.stderr)
+
+
 def plan_left(module) -> str | None:
     """Why a stream run ended before its batch plan did (trainer.max_steps), or None when it went through."""
     if not getattr(module, "batches_left", 0):  # pretraining has no plan: its budget is its length
@@ -264,6 +275,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else -1,
                                 callbacks=callbacks, model=getattr(module, "model", None))
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        note_checkpoint_cost(cfg, run, trainer.checkpoint_callback)
         if requeue.requeued:
             run.finish("requeued")
             return {"requeued": True, "run_dir": str(run.path), "metrics": {}, "kind": module.kind}

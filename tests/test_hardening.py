@@ -89,3 +89,34 @@ def test_a_corrupt_last_ckpt_is_replaced_and_hpc_checkpoints_go_when_the_run_com
     train.run_experiment(ft_qa(tmp_path, *every), resume="auto")  # nothing more to train
     err = capsys.readouterr().err
     assert "skipping" not in err and "resuming r from" in err and f"global step {final}" in err
+
+
+def test_runs_checkpoint_every_30_minutes_by_default(tmp_path):
+    from datetime import timedelta
+
+    from lit_knowledge.run import RunDir
+
+    cfg = ft_qa(tmp_path)
+    callback = train.build_trainer(cfg, RunDir(cfg)).checkpoint_callback
+    assert callback._train_time_interval == timedelta(minutes=30) and callback.save_last
+    steps = train.build_trainer(ft_qa(tmp_path, "trainer.checkpoint_every_n_steps=5"), RunDir(cfg)).checkpoint_callback
+    assert steps._every_n_train_steps == 5 and steps._train_time_interval is None
+    off = train.build_trainer(ft_qa(tmp_path, "trainer.checkpoint_every_n_minutes=0"), RunDir(cfg)).checkpoint_callback
+    assert off._train_time_interval is None and off._every_n_train_steps == 0 and off.save_last  # at the end only
+    assert not (tmp_path / "baselines").exists()
+
+
+@pytest.mark.slow  # two tiny in-process runs: ~15 s
+def test_time_based_checkpoints_are_written_during_the_run_and_their_cost_is_kept(tmp_path, capsys):
+    often = ["trainer.checkpoint_every_n_minutes=0.0001"]  # every 6 ms: every batch
+    train.run_experiment(ft_qa(tmp_path, *often, "trainer.max_steps=3"), resume="auto")
+    d = run_dir(tmp_path)
+    first = json.loads((d / "run_meta.json").read_text())["checkpoints"]
+    assert first["written"] >= 3 and first["seconds"] > 0 and "min" in first["interval"]
+    assert [p.name for p in (d / "checkpoints").iterdir()] == ["last.ckpt"]  # time-based saves: one file
+    err = capsys.readouterr().err
+    assert f"{first['written']} checkpoints written in" in err
+
+    train.run_experiment(ft_qa(tmp_path, *often), resume="auto")
+    total = json.loads((d / "run_meta.json").read_text())["checkpoints"]
+    assert total["written"] > first["written"] and total["seconds"] > first["seconds"]  # running totals

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from pathlib import Path
 
+from lit_knowledge import preemption
 from lit_knowledge.config import describe, load_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError, cli_entry_point
 
@@ -227,7 +229,7 @@ def note_checkpoint_cost(cfg, run, callback) -> None:
     total.update({"written": total["written"] + callback.written, "seconds": total["seconds"] + callback.seconds,
                   "interval": interval(cfg.trainer)})
     run.save_meta()
-    print(f"lit_knowledge: {callback.written} checkpoints written in {callback.seconds:.1f} s "
+    print(f"lit_knowledge: {callback.written} checkpoint{'' if callback.written == 1 else 's'} written in {callback.seconds:.1f} s "
           f"({interval(cfg.trainer)}; trainer.checkpoint_every_n_minutes / _steps)", file=sys.stderr)
 
 
@@ -259,9 +261,11 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     run.check(resume)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     started = time.perf_counter()
+    preemption.phase = "the build of the data and the model"
     module, datamodule = build(cfg)
     check_optimizer(module)
     ckpt = run.start(resume)
+    preemption.phase = "the run, outside a training batch"
     try:
         if ckpt and run.writer:
             wandb = f"; W&B run {run.meta['wandb_run_id']} continues" if cfg.logger.backend == "wandb" else ""
@@ -289,6 +293,10 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         if trainer.is_global_zero:
             write_results(run.path, results)
             log_results_to_logger(logger or None, results, run.path)
+    except preemption.Preempted as p:
+        run.finish("requeued")  # its checkpoints stay: the requeued job resumes from the newest
+        p.saved = p.saved or f"it resumes from the newest checkpoint of {run.path}"
+        raise
     except BaseException:
         run.finish("failed")
         raise
@@ -303,6 +311,17 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
 @cli_entry_point
 def main(argv=None) -> int:
+    previous = signal.getsignal(signal.SIGUSR1)
+    preemption.install()  # first thing: a preemption notice during start-up requeues instead of killing the job
+    try:
+        return _main(argv)
+    except preemption.Preempted as p:
+        return preemption.handle(p)
+    finally:
+        signal.signal(signal.SIGUSR1, previous)
+
+
+def _main(argv) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config or args.list_methods:
         from lit_knowledge.methods import METHODS, params_of

@@ -120,3 +120,108 @@ def test_time_based_checkpoints_are_written_during_the_run_and_their_cost_is_kep
     train.run_experiment(ft_qa(tmp_path, *often), resume="auto")
     total = json.loads((d / "run_meta.json").read_text())["checkpoints"]
     assert total["written"] > first["written"] and total["seconds"] > first["seconds"]  # running totals
+
+
+# ------------------------------------------------------------------------------------------ preemption at any moment
+
+
+def slurm_env(tmp_path: Path, cache: Path) -> tuple[dict, Path]:
+    """The environment of SLURM job 4242 with a fake `scontrol` that records its arguments."""
+    from conftest import cli_env
+
+    bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\n")
+    (bin_dir / "scontrol").chmod(0o755)
+    env = cli_env(cache)
+    env.update({"PATH": f"{bin_dir}:{env['PATH']}", "SLURM_JOB_ID": "4242", "SLURM_NTASKS": "1",
+                "SLURM_NTASKS_PER_NODE": "1", "SLURM_NNODES": "1", "SLURM_JOB_NAME": "lk-test",
+                "SLURM_PROCID": "0", "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "OMP_NUM_THREADS": "1"})
+    return env, log
+
+
+def catches_sigusr1(pid: int) -> bool:
+    """Whether the process has a handler for SIGUSR1 (Linux: the SigCgt mask in /proc/<pid>/status)."""
+    import signal
+
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (signal.SIGUSR1 - 1) & 1)
+    return False
+
+
+def train_argv(root: Path, *extra: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "lit_knowledge.train", "--config", str(CONFIGS / "baselines" / "ft_qa.yaml"),
+            "--config", str(DEBUG_YAML), f"run.root={root}", *extra]
+
+
+def wait_until(predicate, proc, timeout: float = 300) -> None:
+    import time
+
+    start = time.time()
+    while not predicate():
+        assert proc.poll() is None, proc.communicate()
+        assert time.time() - start < timeout, "timed out"
+        time.sleep(0.01)
+
+
+@pytest.mark.slow  # a fresh interpreter, stopped during its start-up: ~5 s
+def test_sigusr1_during_start_up_requeues_and_writes_nothing(tmp_path):
+    import signal
+    import subprocess
+
+    env, log = slurm_env(tmp_path, tmp_path / "cache")
+    root = tmp_path / "runs"
+    proc = subprocess.Popen(train_argv(root, *TINY), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    wait_until(lambda: catches_sigusr1(proc.pid), proc)  # the first moment the signal can be handled at all
+    proc.send_signal(signal.SIGUSR1)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if "preempted (SIGUSR1)" in line]
+    assert len(lines) == 1 and "nothing to save yet" in lines[0] and "job 4242 requeued" in lines[0], err
+    assert log.read_text().split() == ["requeue", "4242"]
+    assert not root.exists()  # nothing half-written
+
+
+@pytest.mark.slow  # reader pretraining stopped and resumed in two fresh interpreters: ~1-2 min
+def test_sigusr1_during_reader_pretraining_checkpoints_it_and_the_requeued_job_goes_on(tmp_path):
+    import signal
+    import subprocess
+    import threading
+    import time
+
+    cache = tmp_path / "cache"
+    env, log = slurm_env(tmp_path, cache)
+    root = tmp_path / "runs"
+    reader = ["model.tiny.num_layers=1", "model.tiny.hidden_size=32", "model.tiny.num_heads=2",
+              "model.tiny.num_kv_heads=2", "model.tiny.intermediate_size=64", "pretrain.max_steps=1500",
+              "trainer.accelerator=cpu", "method.epochs_per_step=1"]
+    proc = subprocess.Popen(train_argv(root, *reader), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    err_lines: list[str] = []
+    reading = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+    reading.start()
+    wait_until(lambda: list(cache.glob("readers/*.partial")), proc)  # pretraining's fit is about to start
+    time.sleep(5)
+    proc.send_signal(signal.SIGUSR1)
+    proc.wait(timeout=300)
+    reading.join(timeout=10)
+    err = "".join(err_lines)
+    assert proc.returncode == 0, err[-2000:]
+    partial = next(cache.glob("readers/*.partial"))
+    saved = list(partial.glob("hpc_ckpt_*.ckpt"))
+    step = checkpoint_step(saved[0]) if len(saved) == 1 else None
+    assert step is not None and 0 < step < 1500, err[-2000:]
+    assert "preempted (SIGUSR1) during reader pretraining" in err and "checkpointed at step" in err
+    assert log.read_text().split() == ["requeue", "4242"]
+    assert not list(cache.glob("readers/*/reader.json"))  # no half-trained reader is cached
+    assert not root.exists()
+
+    again = subprocess.run(train_argv(root, *reader), env=env, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert f"going on from step {step}" in again.stderr
+    assert list(cache.glob("readers/*/reader.json")) and not list(cache.glob("readers/*.partial"))

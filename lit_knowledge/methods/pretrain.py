@@ -147,6 +147,8 @@ class PretrainReader(L.LightningModule):
         return report
 
     def on_train_end(self):
+        if self.trainer.global_step < self.cfg.pretrain.max_steps:  # stopped early (requeue, trainer.max_steps):
+            return  # a half-trained reader must never be cached under the full reader's key
         self.report = self.evaluate_reader()
         if self.trainer.is_global_zero:
             save_reader(self.cfg, self.model, self.tokenizer, self.report)
@@ -176,18 +178,34 @@ def ensure_reader(cfg) -> Path:
         while not (path / READER_REPORT).exists():
             time.sleep(5)
         return path
-    print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
-          f"it is cached in {path}", file=sys.stderr)
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from lit_knowledge.preemption import Preempted
+    from lit_knowledge.requeue import RequeueOnSignal
+    from lit_knowledge.run import checkpoint_step
     from lit_knowledge.train import quiet_libraries
 
+    # A preemption notice during pretraining checkpoints it here; the requeued job goes on from that step.
+    partial = path.with_name(path.name + ".partial")
+    saved = sorted((s, str(p)) for p in partial.glob("hpc_ckpt_*.ckpt") if (s := checkpoint_step(p)) is not None)
+    ckpt = saved[-1][1] if saved else None
+    print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps"
+          f"{f', going on from step {saved[-1][0]}' if ckpt else ''}); it is cached in {path}", file=sys.stderr)
     quiet_libraries()
     # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
     cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
+    requeue = RequeueOnSignal(partial)
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was (its loader draws seeds)
         module = PretrainReader(cfg)
         trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
                             logger=False, enable_checkpointing=False, enable_model_summary=False,
                             enable_progress_bar=cfg.trainer.enable_progress_bar,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val)
-        trainer.fit(module, datamodule=module.datamodule())
+                            gradient_clip_val=cfg.trainer.gradient_clip_val, callbacks=[requeue],
+                            plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
+        partial.mkdir(parents=True, exist_ok=True)
+        trainer.fit(module, datamodule=module.datamodule(), ckpt_path=ckpt)
+    if requeue.requeued:
+        raise Preempted("reader pretraining", saved=f"pretraining checkpointed at step {trainer.global_step} in "
+                                                  f"{partial}", requeued=True)
+    shutil.rmtree(partial, ignore_errors=True)
     return path

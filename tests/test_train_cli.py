@@ -224,6 +224,13 @@ def mistakes(tmp_path) -> list[tuple[list[str], str]]:
         (["run.root=" + str(tmp_path / "a_file" / "below")], "run.root"),
         (["--resume", str(tmp_path / "a_file")], "a_file"),
         (["data.source=squad", "data.path=" + str(tmp_path / "missing.json")], "missing.json"),
+        (["method.lr=-1"], "method.lr"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+        (["trainer.devices=0"], "trainer.devices"),
+        (["model.lora.enabled=true", "model.lora.r=0"], "model.lora.r"),
+        (["trainer.max_steps=-5"], "trainer.max_steps"),
+        (["data.world.num_steps=-1"], "data.world.num_steps"),
     ]
     if _no_gpu():
         out += [(["trainer.accelerator=gpu"], "trainer.accelerator"),
@@ -233,7 +240,7 @@ def mistakes(tmp_path) -> list[tuple[list[str], str]]:
     return out
 
 
-@pytest.mark.parametrize("case", range(8))
+@pytest.mark.parametrize("case", range(14))
 @pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
 def test_mistakes_end_in_one_line_and_write_nothing(case, dry_run, debug_overrides, tmp_path, tmp_cache, capsys,
                                                     monkeypatch):

@@ -14,6 +14,7 @@ Plain Python only: installing the handler must not wait for torch to import.
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import subprocess
@@ -56,6 +57,23 @@ def _raise_preempted(signum, frame):
 
 def install(signum: int = signal.SIGUSR1) -> None:
     signal.signal(signum, _raise_preempted)
+
+
+def entry_point(main):
+    """Wrap a command's `main`: SIGUSR1 is handled from its first moment, and a `Preempted` requeues and exits 0."""
+
+    @functools.wraps(main)
+    def run(*args, **kwargs):
+        previous = signal.getsignal(signal.SIGUSR1)
+        install()
+        try:
+            return main(*args, **kwargs)
+        except Preempted as p:
+            return handle(p)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+
+    return run
 
 
 def handle(p: Preempted) -> int:

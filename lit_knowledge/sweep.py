@@ -24,6 +24,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lit_knowledge import preemption
 from lit_knowledge.errors import UserError, cli_entry_point, did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
@@ -77,6 +78,7 @@ def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, r
 
 
 @cli_entry_point
+@preemption.entry_point  # a preemption notice between or before runs requeues, as in train
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("group", help="group YAML (see configs/experiments/)")

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -310,18 +309,8 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
 
 @cli_entry_point
+@preemption.entry_point  # first thing: a preemption notice during start-up requeues instead of killing the job
 def main(argv=None) -> int:
-    previous = signal.getsignal(signal.SIGUSR1)
-    preemption.install()  # first thing: a preemption notice during start-up requeues instead of killing the job
-    try:
-        return _main(argv)
-    except preemption.Preempted as p:
-        return preemption.handle(p)
-    finally:
-        signal.signal(signal.SIGUSR1, previous)
-
-
-def _main(argv) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config or args.list_methods:
         from lit_knowledge.methods import METHODS, params_of
@@ -341,7 +330,9 @@ def _main(argv) -> int:
         import lightning as L
 
         from lit_knowledge.run import RunDir
+        from lit_knowledge.slurm import check_allocation
 
+        check_allocation(cfg.trainer)
         quiet_libraries()
         check_trainer(cfg)
         RunDir(cfg).check(args.resume)  # writes nothing

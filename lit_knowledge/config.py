@@ -175,7 +175,7 @@ class PretrainConfig:
 @dataclass
 class TrainerConfig:
     accelerator: str = doc("auto", "Lightning accelerator: cpu, gpu, auto, ...")
-    devices: Any = doc(1, "Devices per node (int, list or 'auto').")
+    devices: Any = doc(1, "Devices per node: a count >= 1, a list of device indices, -1 (all) or 'auto'.")
     num_nodes: int = doc(1, "Nodes.", minimum=1)
     strategy: str = doc(
         "auto", "Lightning strategy.", choices=("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")

@@ -225,3 +225,14 @@ def test_sigusr1_during_reader_pretraining_checkpoints_it_and_the_requeued_job_g
     assert again.returncode == 0, again.stderr[-2000:]
     assert f"going on from step {step}" in again.stderr
     assert list(cache.glob("readers/*/reader.json")) and not list(cache.glob("readers/*.partial"))
+
+
+@pytest.mark.slow  # two tiny in-process runs logging to W&B offline: ~30 s
+def test_a_resumed_wandb_run_names_the_run_id_it_continues(tmp_path, capsys):
+    wandb = ["logger.backend=wandb", "logger.mode=offline"]
+    train.run_experiment(ft_qa(tmp_path, *wandb, "trainer.max_steps=2"), resume="auto")
+    wid = json.loads((run_dir(tmp_path) / "run_meta.json").read_text())["wandb_run_id"]
+    capsys.readouterr()
+    train.run_experiment(ft_qa(tmp_path, *wandb), resume="auto")
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit_knowledge: resuming")]
+    assert len(lines) == 1 and "global step 2" in lines[0] and f"W&B run {wid} continues" in lines[0]

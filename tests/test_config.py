@@ -352,8 +352,7 @@ def test_list_methods(capsys):
 # ------------------------------------------------------------------------------------------ CLI (subprocess)
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch + lightning: ~10-15 s
-def test_cli_error_subprocess(run_cli, tmp_path):
+def test_cli_error_subprocess(run_cli, tmp_path):  # a fresh interpreter: a config mistake imports no torch (~0.5 s)
     """The real entry point: exit code 2, exactly one stderr line starting with `error:`, no traceback."""
     code, out, err = run_cli(["trainer.max_stepz=3", f"run.root={tmp_path / 'runs'}"], cwd=REPO)
     assert code == 2, err

@@ -17,24 +17,51 @@ and docs/config.md is generated from the same text.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lit_knowledge.errors import UserError, did_you_mean
 
 
-def doc(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), factory=None):
-    """A dataclass field with a help text (shown by --help-config) and optional allowed values."""
-    meta = {"help": help, "choices": choices}
+def doc(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), factory=None,
+        minimum=None, maximum=None, above=None):
+    """A dataclass field with a help text (shown by --help-config), optional allowed values and a range.
+
+    `minimum` / `maximum` bound the value inclusively, `above` exclusively (a learning rate: above=0);
+    `validate` checks them and --help-config shows them. A null value (Optional fields) is never checked.
+    """
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "above": above}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
+
+
+def value_range(f: dataclasses.Field) -> str:
+    """The field's range as --help-config shows it ('>= 1', '> 0', '0 to 1'), or ''."""
+    lo, hi, above = (f.metadata.get(k) if f.metadata else None for k in ("minimum", "maximum", "above"))
+    if lo is not None and hi is not None:
+        return f">= {lo} and <= {hi}"
+    if above is not None:
+        return f"> {above}" + (f" and <= {hi}" if hi is not None else "")
+    if lo is not None:
+        return f">= {lo}"
+    return f"<= {hi}" if hi is not None else ""
+
+
+def out_of_range(f: dataclasses.Field, value) -> bool:
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    lo, hi, above = (f.metadata.get(k) if f.metadata else None for k in ("minimum", "maximum", "above"))
+    return ((lo is not None and value < lo) or (hi is not None and value > hi)
+            or (above is not None and value <= above))
 
 
 @dataclass
@@ -51,23 +78,24 @@ class RunConfig:
 @dataclass
 class TinyModelConfig:
     num_layers: int = doc(
-        3, "Decoder layers of the tiny Llama-architecture model (3 reads as well as 4 at ~29 % less time per step)."
+        3, "Decoder layers of the tiny Llama-architecture model (3 reads as well as 4 at ~29 % less time per step).",
+        minimum=1,
     )
-    hidden_size: int = doc(128, "Hidden width.")
-    num_heads: int = doc(8, "Attention heads (more, narrower heads learn to copy from context sooner).")
-    num_kv_heads: int = doc(8, "Key/value heads (grouped-query attention when < num_heads).")
-    intermediate_size: int = doc(512, "MLP inner width.")
-    max_position_embeddings: int = doc(512, "Longest sequence the RoPE positions cover.")
+    hidden_size: int = doc(128, "Hidden width.", minimum=1)
+    num_heads: int = doc(8, "Attention heads (more, narrower heads learn to copy from context sooner).", minimum=1)
+    num_kv_heads: int = doc(8, "Key/value heads (grouped-query attention when < num_heads).", minimum=1)
+    intermediate_size: int = doc(512, "MLP inner width.", minimum=1)
+    max_position_embeddings: int = doc(512, "Longest sequence the RoPE positions cover.", minimum=1)
     rope_theta: float = doc(10000.0, "RoPE base frequency.")
-    vocab_size: int = doc(4096, "Upper bound on the vocabulary of the locally trained tokenizer.")
+    vocab_size: int = doc(4096, "Upper bound on the vocabulary of the locally trained tokenizer.", minimum=1)
 
 
 @dataclass
 class LoraConfig:
     enabled: bool = doc(False, "Train a LoRA adapter (peft) instead of all weights.")
-    r: int = doc(8, "LoRA rank.")
-    alpha: int = doc(16, "LoRA scaling alpha.")
-    dropout: float = doc(0.0, "LoRA dropout.")
+    r: int = doc(8, "LoRA rank.", minimum=1)
+    alpha: int = doc(16, "LoRA scaling alpha.", above=0)
+    dropout: float = doc(0.0, "LoRA dropout.", minimum=0, maximum=1)
     target_modules: list[str] = doc(
         help="Module names the adapter wraps.",
         factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
@@ -96,12 +124,13 @@ class ModelConfig:
 @dataclass
 class WorldConfig:
     seed: int = doc(0, "Seed of the synthetic world (entities, facts, templates).")
-    num_background: int = doc(100, "Entities the reader learns before the stream (locality probes ask about them).")
-    num_organisations: int = doc(40, "Organisations (background knowledge; employers and two-hop targets).")
-    num_steps: int = doc(3, "Steps of the knowledge stream.")
-    entities_per_step: int = doc(10, "New entities (one document each) per stream step.")
-    changes_per_step: int = doc(0, "Earlier stream facts that change at each later step (employer moves).")
-    num_edits: int = doc(100, "Counterfactual edits drawn about background entities.")
+    num_background: int = doc(100, "Entities the reader learns before the stream (locality probes ask about them).",
+                             minimum=1)
+    num_organisations: int = doc(40, "Organisations (background knowledge; employers and two-hop targets).", minimum=1)
+    num_steps: int = doc(3, "Steps of the knowledge stream.", minimum=1)
+    entities_per_step: int = doc(10, "New entities (one document each) per stream step.", minimum=1)
+    changes_per_step: int = doc(0, "Earlier stream facts that change at each later step (employer moves).", minimum=0)
+    num_edits: int = doc(100, "Counterfactual edits drawn about background entities.", minimum=1)
     qa_set: str = doc("document", "A stream document's QA set (selfparam / ft_qa train on it, in training wordings): "
                                   "'document' asks every question the document alone answers (direct facts, decade, "
                                   "inverse, city and year); 'direct' only the direct facts.",
@@ -113,27 +142,32 @@ class DataConfig:
     source: str = doc("world", "Data source (see `python -m lit_knowledge.data sources`).")
     path: Optional[str] = doc(None, "File of a real data source (SQuAD JSON, CounterFact, zsRE, MQuAKE, TempLAMA, ...).")
     world: WorldConfig = doc(help="The synthetic world (source=world).", factory=WorldConfig)
-    num_steps: Optional[int] = doc(None, "Keep only the first N stream steps.")
-    docs_per_step: int = doc(10, "Documents per stream step for real document sources.")
-    num_edits: Optional[int] = doc(None, "Keep only the first N edits of an edit stream.")
+    num_steps: Optional[int] = doc(None, "Keep only the first N stream steps.", minimum=1)
+    docs_per_step: int = doc(10, "Documents per stream step for real document sources.", minimum=1)
+    num_edits: Optional[int] = doc(None, "Keep only the first N edits of an edit stream.", minimum=1)
     qa_share: float = doc(0.0, "Real document sources: share of each document's own questions that become its QA "
-                               "set (what selfparam / ft_qa train on) instead of probes; 0 keeps all as probes.")
-    max_length: int = doc(256, "Longest tokenised training example (longer ones are cut from the left of the context).")
-    batch_size: int = doc(16, "Training batch size.")
-    num_workers: int = doc(0, "DataLoader worker processes.")
+                               "set (what selfparam / ft_qa train on) instead of probes; 0 keeps all as probes.",
+                      minimum=0, maximum=1)
+    max_length: int = doc(256, "Longest tokenised training example (longer ones are cut from the left of the context).",
+                          minimum=1)
+    batch_size: int = doc(16, "Training batch size.", minimum=1)
+    num_workers: int = doc(0, "DataLoader worker processes.", minimum=0)
 
 
 @dataclass
 class PretrainConfig:
-    max_steps: int = doc(4000, "Optimiser steps of reader pretraining.")
-    batch_size: int = doc(16, "Pretraining batch size.")
-    lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).")
-    warmup_steps: int = doc(100, "Linear warm-up steps.")
-    weight_decay: float = doc(0.01, "AdamW weight decay.")
-    reading_share: float = doc(0.6, "Share of sequences that are reading comprehension over fresh people.")
-    document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background questions).")
-    questions_per_example: int = doc(4, "Question-answer turns packed into one reading sequence.")
-    background_turns: int = doc(4, "Question-answer turns packed into one background (closed-book) sequence.")
+    max_steps: int = doc(4000, "Optimiser steps of reader pretraining.", minimum=1)
+    batch_size: int = doc(16, "Pretraining batch size.", minimum=1)
+    lr: float = doc(2e-3, "Peak learning rate (AdamW, linear warm-up then cosine decay).", above=0)
+    warmup_steps: int = doc(100, "Linear warm-up steps.", minimum=0)
+    weight_decay: float = doc(0.01, "AdamW weight decay.", minimum=0)
+    reading_share: float = doc(0.6, "Share of sequences that are reading comprehension over fresh people.",
+                               minimum=0, maximum=1)
+    document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background "
+                                     "questions).", minimum=0, maximum=1)
+    questions_per_example: int = doc(4, "Question-answer turns packed into one reading sequence.", minimum=1)
+    background_turns: int = doc(4, "Question-answer turns packed into one background (closed-book) sequence.",
+                                minimum=1)
     score_reading_prompts: bool = doc(False, "Score every token of a reading sequence (context and questions too), "
                                              "not only the answers.")
 
@@ -141,17 +175,21 @@ class PretrainConfig:
 @dataclass
 class TrainerConfig:
     accelerator: str = doc("auto", "Lightning accelerator: cpu, gpu, auto, ...")
-    devices: Any = doc(1, "Devices per node (int, list or 'auto').")
-    num_nodes: int = doc(1, "Nodes.")
+    devices: Any = doc(1, "Devices per node: a count >= 1, a list of device indices, -1 (all) or 'auto'.")
+    num_nodes: int = doc(1, "Nodes.", minimum=1)
     strategy: str = doc(
         "auto", "Lightning strategy.", choices=("auto", "ddp", "ddp_spawn", "fsdp", "deepspeed_stage_2", "deepspeed_stage_3")
     )
     precision: str = doc("32-true", "Lightning precision.", choices=("32-true", "32", "bf16-mixed", "16-mixed", "bf16-true"))
-    max_steps: int = doc(-1, "Stop after this many optimiser steps (-1: the method decides).")
-    accumulate_grad_batches: int = doc(1, "Gradient accumulation.")
-    gradient_clip_val: Optional[float] = doc(1.0, "Gradient norm clip (null: off).")
-    log_every_n_steps: int = doc(10, "Logging interval in steps.")
-    checkpoint_every_n_steps: int = doc(0, "Periodic checkpoint interval in steps (0: only at the end).")
+    max_steps: int = doc(-1, "Stop after this many optimiser steps (-1: the method decides).", minimum=-1)
+    accumulate_grad_batches: int = doc(1, "Gradient accumulation.", minimum=1)
+    gradient_clip_val: Optional[float] = doc(1.0, "Gradient norm clip (null: off).", minimum=0)
+    log_every_n_steps: int = doc(10, "Logging interval in steps.", minimum=1)
+    checkpoint_every_n_minutes: float = doc(30.0, "Write checkpoints/last.ckpt every this many minutes of training "
+                                                  "(0: only at the end); a crash loses at most this much.", minimum=0)
+    checkpoint_every_n_steps: int = doc(0, "Periodic checkpoint interval in optimiser steps, keeping the newest "
+                                           "step<N>.ckpt too; when set it replaces checkpoint_every_n_minutes "
+                                           "(0: use the minutes).", minimum=0)
     enable_progress_bar: bool = doc(True, "Show progress bars.")
 
 
@@ -168,10 +206,11 @@ class LoggerConfig:
 
 @dataclass
 class EvalConfig:
-    batch_size: int = doc(32, "Evaluation batch size.")
-    max_new_tokens: int = doc(12, "Longest generated answer.")
-    max_probes: Optional[int] = doc(None, "Evaluate at most this many probes of each kind per step (null: all).")
-    lm_loss_texts: int = doc(64, "Held-out texts for the general-ability LM loss.")
+    batch_size: int = doc(32, "Evaluation batch size.", minimum=1)
+    max_new_tokens: int = doc(12, "Longest generated answer.", minimum=1)
+    max_probes: Optional[int] = doc(None, "Evaluate at most this many probes of each kind per step (null: all).",
+                                    minimum=1)
+    lm_loss_texts: int = doc(64, "Held-out texts for the general-ability LM loss.", minimum=0)
 
 
 @dataclass
@@ -195,7 +234,8 @@ class Config:
 
 # Keys that may differ between a run and the run it resumes (and do not change the run's identity).
 VOLATILE_KEYS = ("run.name", "trainer.max_steps", "trainer.enable_progress_bar", "trainer.log_every_n_steps",
-                 "trainer.checkpoint_every_n_steps", "logger", "data.num_workers", "run.cache_dir", "run.root")
+                 "trainer.checkpoint_every_n_steps", "trainer.checkpoint_every_n_minutes", "logger", "data.num_workers",
+                 "run.cache_dir", "run.root")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -239,8 +279,10 @@ class _omegaconf_errors:
         if exc is None or not isinstance(exc, OmegaConfBaseException):
             return False
         key = getattr(exc, "full_key", None)
-        if not key and self.source.startswith("override '"):  # e.g. 'trainer=3': OmegaConf names no key
-            key = self.source[len("override '"):].split("=", 1)[0]
+        if self.source.startswith("override '"):
+            given = self.source[len("override '"):].split("=", 1)[0]
+            if not key or given.startswith(key + "."):  # 'trainer=3' names no key; 'trainr.x=1' names only 'trainr'
+                key = given
         key = key or "?"
         where = f" in {self.source}" if self.source else ""
         msg = str(exc).splitlines()[0]
@@ -252,30 +294,57 @@ class _omegaconf_errors:
 def _suggest(key: str, params_cls: type) -> str:
     """' (did you mean X?)', or for a method key that another method has, which methods have it."""
     if key.startswith("method."):
-        from lit_knowledge.methods import METHODS
+        from lit_knowledge.methods import METHODS, params_of
 
-        owners = [n for n in METHODS.names() if key in _flat_keys(METHODS.get(n).Params, "method.")]
+        owners = [n for n in METHODS.names() if key in _flat_keys(params_of(n), "method.")]
         if owners:
             return f" for this method (it belongs to method.name={'|'.join(owners)})"
-    return did_you_mean(key, [k for k, f in valid_keys(params_cls).items() if not _is_section(f)])
+    keys = valid_keys(params_cls)
+    section, _, rest = key.partition(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if section not in sections:  # a misspelt section: compare it with the sections, not with every key
+        close = difflib.get_close_matches(section, sections, n=1, cutoff=0.5)
+        if close and rest and f"{close[0]}.{rest}" in keys:
+            return f" (did you mean {close[0]}.{rest}?)"
+        return did_you_mean(section, sections)
+    return did_you_mean(key, [k for k, f in keys.items() if not _is_section(f)])
 
 
 def _is_section(f: dataclasses.Field) -> bool:
     return f.default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(f.default_factory())
 
 
-def _read_yaml(path: str) -> DictConfig:
+def read_yaml_mapping(path: str, what: str = "config file", fix: str = "pass an existing YAML file to --config",
+                      sections: str = "run:, model:, ..."):
+    """The YAML mapping in `path` as a DictConfig (empty for an empty file); a UserError for anything else."""
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"config file {path} not found; pass an existing YAML file to --config")
+        raise UserError(f"{what} {path} not found; {fix}")
     try:
-        node = OmegaConf.load(p)
-    except Exception as e:  # yaml.YAMLError and friends
+        raw = yaml.safe_load(p.read_text())
+    except Exception as e:  # yaml.YAMLError, a file that is not text
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"config file {path} is not valid YAML ({first}); fix the syntax") from None
-    if not isinstance(node, DictConfig):
-        raise UserError(f"config file {path} must hold a mapping of sections (run:, model:, ...), not a list")
-    return node
+        raise UserError(f"{what} {path} is not valid YAML ({first}); fix the syntax") from None
+    if raw is not None and not isinstance(raw, dict):  # OmegaConf would read a bare string as a key
+        raise UserError(f"{what} {path} must hold a mapping of sections ({sections}), not {_kind(raw)}")
+    try:
+        return OmegaConf.create(raw or {})
+    except OmegaConfBaseException as e:  # keys OmegaConf refuses (e.g. numbers)
+        raise UserError(f"{what} {path} could not be read: {str(e).splitlines()[0]}") from None
+
+
+def _kind(value) -> str:
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, str):
+        return f"a string ({value[:40]!r})"
+    if isinstance(value, (int, float)):
+        return f"a number ({value})"
+    return f"a {type(value).__name__}"
+
+
+def _read_yaml(path: str) -> DictConfig:
+    return read_yaml_mapping(path)
 
 
 def _parse_overrides(overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -303,12 +372,12 @@ def _method_name(layers: list[DictConfig]) -> str:
 
 def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
-    from lit_knowledge.methods import METHODS  # registry import here: methods import this module
+    from lit_knowledge.methods import params_of  # cheap (no torch); imported here: methods import this module
 
     files = [(path, _read_yaml(path)) for path in config_files]
     dots = _parse_overrides(list(overrides))
     method = _method_name([node for _, node in files] + [node for _, node in dots])
-    params_cls = METHODS.get(method).Params
+    params_cls = params_of(method)
     cfg = _schema_node(params_cls)
     for source, node in files + dots:
         with _omegaconf_errors(source if source.endswith((".yaml", ".yml")) else f"override '{source}'", params_cls):
@@ -319,7 +388,7 @@ def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> Dict
 
 
 def validate(cfg: DictConfig, params_cls: type = MethodParams) -> None:
-    """Check every field that declares `choices`, and the method's own `validate` hook."""
+    """Check every field's `choices` and range, trainer.devices, and the method's own `validate` hook."""
     for key, f in valid_keys(params_cls).items():
         choices = f.metadata.get("choices") if f.metadata else None
         if choices:
@@ -329,9 +398,27 @@ def validate(cfg: DictConfig, params_cls: type = MethodParams) -> None:
                     f"bad value for config key '{key}': {value!r}{did_you_mean(str(value), [str(c) for c in choices])}; "
                     f"choose one of: {', '.join(map(str, choices))}"
                 )
+        if value_range(f):
+            value = OmegaConf.select(cfg, key)
+            if out_of_range(f, value):
+                raise UserError(f"bad value for config key '{key}': {value!r} is out of range; it must be "
+                                f"{value_range(f)} ({f.metadata.get('help', '').rstrip('.')})")
+    _check_devices(cfg.trainer.devices)
     check = getattr(params_cls, "validate", None)
     if check is not None:
         check(cfg)
+
+
+def _check_devices(devices) -> None:
+    from lit_knowledge.slurm import requested_devices  # plain Python: no heavy imports
+
+    fix = "give a count >= 1, a list of device indices, -1 or 'auto'"
+    try:
+        count = requested_devices(devices)
+    except UserError:
+        raise UserError(f"bad value for config key 'trainer.devices': {devices!r}; {fix}") from None
+    if count is not None and count < 1 or isinstance(devices, bool):
+        raise UserError(f"bad value for config key 'trainer.devices': {devices!r} asks for no device; {fix}")
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -390,5 +477,6 @@ def _describe_keys(keys: dict, defaults: dict) -> str:
         typ = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
         choices = f.metadata.get("choices") if f.metadata else None
         extra = f" [{'|'.join(map(str, choices))}]" if choices else ""
+        extra += f" ({value_range(f)})" if value_range(f) else ""
         lines.append(f"  {key} ({typ}) = {json.dumps(value)}{extra}: {f.metadata.get('help', '')}")
     return "\n".join(lines).strip("\n") + "\n"

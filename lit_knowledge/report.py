@@ -21,7 +21,7 @@ import os
 import sys
 from pathlib import Path
 
-from lit_knowledge.errors import UserError, cli_entry_point
+from lit_knowledge.errors import UserError, check_writable_dir, cli_entry_point
 from lit_knowledge.evaluation.results import (
     PLOTTED_CURVES,
     RESULTS_JSON,
@@ -44,6 +44,8 @@ def collect_results(exp_dir: Path) -> list[dict]:
     relative path so that every row is told apart. Unreadable files are skipped with a warning.
     """
     exp_dir = Path(exp_dir)
+    if exp_dir.exists() and not exp_dir.is_dir():
+        raise UserError(f"{exp_dir} is not a directory (it is a file); pass runs/<experiment>, the directory of its runs")
     if not exp_dir.is_dir():
         raise UserError(f"experiment directory {exp_dir} does not exist; pass runs/<experiment>")
     rows = []
@@ -140,6 +142,7 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     exp_dir = Path(exp_dir)
     rows = collect_results(exp_dir)
     out_dir = Path(out_dir) if out_dir is not None else exp_dir
+    check_writable_dir(out_dir, "--out" if out_dir != exp_dir else "experiment directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = metric_columns(rows)
     table = results_table(rows, columns)

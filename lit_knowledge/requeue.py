@@ -6,23 +6,19 @@ and the end of its batch. Here the handler only raises a flag; at the end of the
 the stream position and any step-end evaluation are recorded) every rank agrees to stop, rank zero
 writes `hpc_ckpt_<step>.ckpt` into the run directory and runs `scontrol requeue <job>`, and the run
 directory is marked `requeued`. The requeued job runs the same command, and `--resume auto` picks the
-newest checkpoint by global step (see lit_knowledge/run.py).
+newest checkpoint by global step (see lit_knowledge/run.py). Outside a fit, lit_knowledge/preemption.py
+handles the signal.
 """
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
 
 import lightning as L
 
-
-def slurm_job_id(env=os.environ) -> str | None:
-    if env.get("SLURM_ARRAY_JOB_ID") and env.get("SLURM_ARRAY_TASK_ID"):
-        return f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
-    return env.get("SLURM_JOB_ID")
+from lit_knowledge.preemption import slurm_job_id
 
 
 class RequeueOnSignal(L.Callback):
@@ -44,6 +40,8 @@ class RequeueOnSignal(L.Callback):
             signal.signal(self.signum, self._previous)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if self.requeued:  # saved and requeued already; the fit is stopping
+            return
         stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
         if not stop:
             return

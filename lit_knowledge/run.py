@@ -25,7 +25,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from lit_knowledge.config import config_hash, identity, to_yaml
-from lit_knowledge.errors import UserError
+from lit_knowledge.errors import UserError, check_writable_dir
 
 
 def global_rank() -> int:
@@ -80,14 +80,19 @@ class RunDir:
         self.checkpoints = self.path / "checkpoints"
         self.meta_path = self.path / "run_meta.json"
         self.meta: dict = {}
+        self.checked: tuple[str, str | None] | None = None  # (resume, its checkpoint) once `check` passed
+        self.corrupt: list[Path] = []  # unreadable checkpoints `check` found; `start` sets them aside
 
     # ------------------------------------------------------------------------------------------ lifecycle
 
-    def start(self, resume: str = "auto") -> str | None:
-        """Create or reopen the directory; return the checkpoint to resume from (or None).
+    def check(self, resume: str = "auto") -> str | None:
+        """Everything `start` checks, writing nothing: the directory can be written, its config matches, the
+        checkpoint to resume from is readable. Returns that checkpoint (or None).
 
         A run directory made with a different config is never reused silently: the changed keys are named.
         """
+        if self.writer:
+            check_writable_dir(self.path, f"run.root={self.cfg.run.root}")
         old_config = self.path / "config.yaml"
         if old_config.exists() and resume != "never":
             old = identity(OmegaConf.load(old_config))
@@ -97,7 +102,15 @@ class RunDir:
                     f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
                     "set run.name to start a new run, or pass --resume never to overwrite it"
                 )
-        ckpt = self.resume_checkpoint(resume)  # checked before anything is written
+        self.checked = (resume, self.resume_checkpoint(resume))
+        return self.checked[1]
+
+    def start(self, resume: str = "auto") -> str | None:
+        """Create or reopen the directory; return the checkpoint to resume from (or None).
+
+        Runs `check` first unless it already ran for this `resume`: nothing is written before every check passed.
+        """
+        ckpt = self.checked[1] if self.checked and self.checked[0] == resume else self.check(resume)
         if not self.writer:  # other ranks read what rank zero wrote (the W&B id) and resume the same checkpoint
             self.meta = self._read_meta()
             return ckpt
@@ -106,6 +119,8 @@ class RunDir:
         if resume == "never":
             for old_ckpt in [*self.checkpoints.glob("*.ckpt"), *self.path.glob("hpc_ckpt_*.ckpt")]:
                 old_ckpt.unlink()
+        for bad in self.corrupt:  # out of the candidates' way: later resumes need not warn again
+            os.replace(bad, bad.with_name(bad.name + ".corrupt"))
         self.meta = self._read_meta() if resume != "never" else {}
         self.meta.setdefault("wandb_run_id", uuid.uuid4().hex[:12])
         self.meta.setdefault("start_time", now())
@@ -126,8 +141,20 @@ class RunDir:
     def finish(self, status: str = "completed") -> None:
         if not self.writer:
             return
+        if status in ("completed", "stopped"):
+            self.drop_superseded_hpc_checkpoints()
         self.meta.update({"status": status, "end_time": now()})
         self.save_meta()
+
+    def drop_superseded_hpc_checkpoints(self) -> None:
+        """Delete the requeue checkpoints (hpc_ckpt_*) that last.ckpt, written at the end of the fit, supersedes."""
+        last = checkpoint_step(self.checkpoints / "last.ckpt") if (self.checkpoints / "last.ckpt").exists() else None
+        if last is None:
+            return
+        for path in self.path.glob("hpc_ckpt_*.ckpt"):
+            step = checkpoint_step(path)
+            if step is None or step <= last:
+                path.unlink()
 
     def save_meta(self) -> None:
         write_atomic(self.meta_path, json.dumps(self.meta, indent=2))
@@ -165,10 +192,13 @@ class RunDir:
             return resume
         candidates = list(self.checkpoints.glob("*.ckpt")) + list(self.path.glob("hpc_ckpt_*.ckpt"))
         readable = []
+        self.corrupt = []
         for path in candidates:
             step = checkpoint_step(path)
             if step is None:
-                print(f"lit_knowledge: skipping checkpoint {path}: truncated or corrupt", file=sys.stderr)
+                print(f"lit_knowledge: skipping checkpoint {path}: truncated or corrupt (the run sets it aside as "
+                      f"{path.name}.corrupt)", file=sys.stderr)
+                self.corrupt.append(path)
             else:
                 readable.append((step, path.stat().st_mtime, str(path)))
         return max(readable)[2] if readable else None
@@ -186,6 +216,19 @@ def read_checkpoint(path: str | Path) -> tuple[int, dict | None] | None:
         return int(ckpt["global_step"]), ckpt.get("lit_knowledge", {}).get("config")
     except Exception:  # truncated zip, bad pickle, missing key: all mean "not usable"
         return None
+
+
+def resume_summary(path: str | Path) -> str:
+    """Where a checkpoint stands: its global step and, for a stream run, its position in the batch plan."""
+    import torch
+
+    ckpt = torch.load(path, map_location="cpu", mmap=True, weights_only=False)
+    state = ckpt.get("lit_knowledge", {})
+    where = f"global step {int(ckpt['global_step'])}"
+    if "batches_done" in state:
+        where += (f", stream batch {state['batches_done']} ({len(state.get('history', []))} stream steps "
+                  "evaluated)")
+    return where
 
 
 def checkpoint_step(path: str | Path) -> int | None:

@@ -24,16 +24,17 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from lit_knowledge import preemption
 from lit_knowledge.errors import UserError, cli_entry_point, did_you_mean
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def read_group(path: str) -> dict:
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"group file {path} not found")
-    group = OmegaConf.to_container(OmegaConf.load(p))
+    from lit_knowledge.config import read_yaml_mapping
+
+    group = OmegaConf.to_container(read_yaml_mapping(path, "group file", "pass a group YAML (see configs/experiments/)",
+                                                   "configs:, overrides:, runs:"))
     unknown = set(group) - {"configs", "overrides", "runs", "columns"}
     if unknown or not isinstance(group.get("runs"), list) or not group["runs"]:
         raise UserError(f"group file {path} must hold 'configs', 'overrides' and a non-empty 'runs' list"
@@ -77,6 +78,7 @@ def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, r
 
 
 @cli_entry_point
+@preemption.entry_point  # a preemption notice between or before runs requeues, as in train
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.sweep", description=__doc__.splitlines()[0])
     parser.add_argument("group", help="group YAML (see configs/experiments/)")

@@ -12,8 +12,11 @@ import sys
 import time
 from pathlib import Path
 
+from lit_knowledge import preemption
 from lit_knowledge.config import describe, load_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError, cli_entry_point
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 # The columns printed at the end of a run (results.md has them all).
 MAIN_COLUMNS = {
@@ -40,15 +43,47 @@ def parse_args(argv):
     return parser.parse_intermixed_args(argv)  # overrides may come before, between or after options
 
 
-def build_logger(cfg, run):
-    """The configured Lightning logger (or False); W&B reuses the run id kept in run_meta.json."""
+def shipped_configs(configs_dir: Path = CONFIGS) -> dict[str, list[str]]:
+    """method name -> the run configs under configs/ that choose it (group files under experiments/ excluded)."""
+    import yaml
+
+    found: dict[str, list[str]] = {}
+    for path in sorted(p for ext in ("*.yaml", "*.yml") for p in configs_dir.rglob(ext)):
+        if "experiments" in path.relative_to(configs_dir).parts:
+            continue
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError:
+            continue
+        method = raw.get("method") if isinstance(raw, dict) else None
+        if isinstance(method, dict) and "name" in method:
+            found.setdefault(str(method["name"]), []).append(str(path.relative_to(configs_dir.parent)))
+    return found
+
+
+def list_methods() -> str:
+    """Each method, its one-line description and the shipped configs that run it (no model is loaded)."""
+    from lit_knowledge.methods import METHODS, description
+
+    configs = shipped_configs()
+    width = max(map(len, METHODS.names()))
+    lines = []
+    for name in METHODS.names():
+        lines.append(f"{name:<{width}}  {description(name)}")
+        lines.append(f"{'':<{width}}  configs: {', '.join(configs.get(name, [])) or '(none shipped)'}")
+    return "\n".join(lines) + "\n"
+
+
+def build_logger(cfg, run, resumed_step: int | None = None):
+    """The configured Lightning logger (or False). A resumed run continues its history: the CSV file keeps its
+    rows up to `resumed_step` (the checkpoint's global step), W&B reuses the run id kept in run_meta.json."""
     backend = cfg.logger.backend
     if backend == "none":
         return False
     if backend == "csv":
-        from lightning.pytorch.loggers import CSVLogger
+        from lit_knowledge.history import ResumableCSVLogger
 
-        return CSVLogger(save_dir=str(run.path), name="logs", version="")
+        return ResumableCSVLogger(save_dir=str(run.path), name="logs", version="", keep_until=resumed_step)
     os.environ.setdefault("WANDB_SILENT", "true")
     from lightning.pytorch.loggers import WandbLogger
 
@@ -86,7 +121,6 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
     """A Trainer from `cfg.trainer`; the method's own callbacks come before the checkpoint callback, and
     the progress bar (when on) is one bar named `phase`."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.plugins.environments import SLURMEnvironment
 
     from lit_knowledge.console import PhaseBar
@@ -98,9 +132,9 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
     if SLURMEnvironment.detect():  # our RequeueOnSignal handles SIGUSR1 at a batch boundary instead
         plugins.append(SLURMEnvironment(auto_requeue=False))
     if run is not None:
-        every = cfg.trainer.checkpoint_every_n_steps or None
-        callbacks.append(ModelCheckpoint(dirpath=str(run.checkpoints), save_last=True, every_n_train_steps=every,
-                                         save_top_k=1 if every else 0, filename="step{step}", auto_insert_metric_name=False))
+        from lit_knowledge.checkpoints import checkpoint_callback
+
+        callbacks.append(checkpoint_callback(cfg.trainer, str(run.checkpoints)))
     return L.Trainer(
         accelerator=cfg.trainer.accelerator, devices=cfg.trainer.devices, num_nodes=cfg.trainer.num_nodes,
         strategy=build_strategy(cfg, model), precision=cfg.trainer.precision,
@@ -113,6 +147,44 @@ def build_trainer(cfg, run=None, logger=False, max_steps: int | None = None, max
         plugins=plugins,
         default_root_dir=str(run.path) if run else None,
     )
+
+
+def check_trainer(cfg) -> None:
+    """Build a throwaway Trainer from `cfg.trainer` (cheap: no model, no process group), so that a setting
+    Lightning refuses ends in one line before anything loads or is written. The usual mistakes are named first."""
+    import torch
+
+    t = cfg.trainer
+    if t.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        raise UserError(f"trainer.accelerator={t.accelerator} but torch sees no GPU on this machine; "
+                        "use trainer.accelerator=cpu (or auto)")
+    if t.strategy == "fsdp" or t.strategy.startswith("deepspeed"):
+        build_strategy(cfg)  # deepspeed installed?
+        if not torch.cuda.is_available() or t.accelerator == "cpu":
+            raise UserError(f"trainer.strategy={t.strategy} shards the model over GPUs, and this run has none; "
+                            "use trainer.strategy=auto (or ddp) on CPU")
+    try:
+        build_trainer(cfg)
+    except UserError:
+        raise
+    except Exception as e:  # Lightning's MisconfigurationException, ValueError, ...
+        raise UserError(f"Lightning refuses the trainer settings: {_first_line(e)}; fix the trainer.* keys") from None
+
+
+def check_optimizer(module) -> None:
+    """Build the method's optimizer once, so that a value torch refuses (a learning rate, a weight decay)
+    ends in one line before the run directory is written."""
+    try:
+        module.configure_optimizers()
+    except UserError:
+        raise
+    except (ValueError, TypeError) as e:  # torch.optim's checks of its hyper-parameters
+        raise UserError(f"the optimizer refuses the method's settings: {_first_line(e)}; fix the method.* keys") \
+            from None
+
+
+def _first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [type(e).__name__])[0]
 
 
 def build(cfg, dry_run: bool = False):
@@ -139,6 +211,20 @@ def build(cfg, dry_run: bool = False):
     return module, module.datamodule()
 
 
+def note_checkpoint_cost(cfg, run, callback) -> None:
+    """Add this part's checkpoints (count, seconds) to run_meta.json's running totals and print them."""
+    from lit_knowledge.checkpoints import interval
+
+    if callback is None or not run.writer:
+        return
+    total = run.meta.setdefault("checkpoints", {"written": 0, "seconds": 0.0})
+    total.update({"written": total["written"] + callback.written, "seconds": total["seconds"] + callback.seconds,
+                  "interval": interval(cfg.trainer)})
+    run.save_meta()
+    print(f"lit_knowledge: {callback.written} checkpoint{'' if callback.written == 1 else 's'} written in {callback.seconds:.1f} s "
+          f"({interval(cfg.trainer)}; trainer.checkpoint_every_n_minutes / _steps)", file=sys.stderr)
+
+
 def plan_left(module) -> str | None:
     """Why a stream run ended before its batch plan did (trainer.max_steps), or None when it went through."""
     if not getattr(module, "batches_left", 0):  # pretraining has no plan: its budget is its length
@@ -155,20 +241,29 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     from lit_knowledge.console import quiet_libraries
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
     from lit_knowledge.requeue import RequeueOnSignal
-    from lit_knowledge.run import RunDir
+    from lit_knowledge.run import RunDir, checkpoint_step, resume_summary
     from lit_knowledge.slurm import check_allocation
 
     check_allocation(cfg.trainer)
     quiet_libraries()
+    # Everything that can reject the input runs before the run directory is touched, cheapest first (the
+    # trainer settings, the run directory and checkpoint, then the data and the model): a bad input ends in
+    # one line and leaves nothing half-written.
+    check_trainer(cfg)
+    run = RunDir(cfg)
+    run.check(resume)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     started = time.perf_counter()
-    # Everything that can reject the input (data files, model, method settings) runs before the run
-    # directory is touched: a bad input leaves nothing half-written.
+    preemption.phase = "the build of the data and the model"
     module, datamodule = build(cfg)
-    run = RunDir(cfg)
+    check_optimizer(module)
     ckpt = run.start(resume)
+    preemption.phase = "the run, outside a training batch"
     try:
-        logger = build_logger(cfg, run)
+        if ckpt and run.writer:
+            wandb = f"; W&B run {run.meta['wandb_run_id']} continues" if cfg.logger.backend == "wandb" else ""
+            print(f"lit_knowledge: resuming {run.name} from {ckpt} at {resume_summary(ckpt)}{wandb}", file=sys.stderr)
+        logger = build_logger(cfg, run, checkpoint_step(ckpt) if ckpt else None)
         # Pretraining stops at its step budget; a stream run at the end of its batch plan (StreamWalk stops it,
         # so epochs are unlimited: a run cut short by trainer.max_steps goes on in a new epoch when resumed).
         max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
@@ -177,6 +272,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else -1,
                                 callbacks=callbacks, model=getattr(module, "model", None), phase=module.phase)
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt)
+        note_checkpoint_cost(cfg, run, trainer.checkpoint_callback)
         if requeue.requeued:
             run.finish("requeued")
             return {"requeued": True, "run_dir": str(run.path), "metrics": {}, "kind": module.kind}
@@ -190,6 +286,10 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         if trainer.is_global_zero:
             write_results(run.path, results)
             log_results_to_logger(logger or None, results, run.path)
+    except preemption.Preempted as p:
+        run.finish("requeued")  # its checkpoints stay: the requeued job resumes from the newest
+        p.saved = p.saved or f"it resumes from the newest checkpoint of {run.path}"
+        raise
     except BaseException:
         run.finish("failed")
         raise
@@ -203,15 +303,16 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
 
 @cli_entry_point
+@preemption.entry_point  # first thing: a preemption notice during start-up requeues instead of killing the job
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.help_config or args.list_methods:
-        from lit_knowledge.methods import METHODS
+        from lit_knowledge.methods import METHODS, params_of
 
         if args.list_methods:
-            print("\n".join(METHODS.names()))
+            print(list_methods(), end="")
         else:
-            print(describe({name: METHODS.get(name).Params for name in METHODS.names()}), end="")
+            print(describe({name: params_of(name) for name in METHODS.names()}), end="")
         return 0
     if args.resume not in ("auto", "never") and not Path(args.resume).is_file():
         raise UserError(f"--resume {args.resume}: no such checkpoint; use auto, never, or a .ckpt path")
@@ -222,8 +323,17 @@ def main(argv=None) -> int:
     if args.dry_run:
         import lightning as L
 
+        from lit_knowledge.console import quiet_libraries
+        from lit_knowledge.run import RunDir
+        from lit_knowledge.slurm import check_allocation
+
+        check_allocation(cfg.trainer)
+        quiet_libraries()
+        check_trainer(cfg)
+        RunDir(cfg).check(args.resume)  # writes nothing
         L.seed_everything(cfg.run.seed, verbose=False)
         module, datamodule = build(cfg, dry_run=True)
+        check_optimizer(module)
         counts = module.stream.counts() if hasattr(module, "stream") else {}
         print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
         return 0

@@ -352,8 +352,7 @@ def test_list_methods(capsys):
 # ------------------------------------------------------------------------------------------ CLI (subprocess)
 
 
-@pytest.mark.slow  # a fresh interpreter imports torch + lightning: ~10-15 s
-def test_cli_error_subprocess(run_cli, tmp_path):
+def test_cli_error_subprocess(run_cli, tmp_path):  # a fresh interpreter: a config mistake imports no torch (~0.5 s)
     """The real entry point: exit code 2, exactly one stderr line starting with `error:`, no traceback."""
     code, out, err = run_cli(["trainer.max_stepz=3", f"run.root={tmp_path / 'runs'}"], cwd=REPO)
     assert code == 2, err
@@ -368,3 +367,117 @@ def test_config_reference_in_docs_is_in_sync_with_the_schema():
 
     assert (REPO / "docs" / "config.md").read_text() == config_reference(), (
         "docs/config.md is stale: python -m lit_knowledge.docs > docs/config.md")
+
+
+def test_misspelt_section_suggests_the_section():
+    msg = user_error(overrides=["trainr.max_steps=1"])
+    assert "did you mean trainer.max_steps?" in msg
+    msg = user_error(overrides=["trainr.max_stepz=1"])
+    assert "did you mean trainer?" in msg and "pretrain" not in msg
+
+
+@pytest.mark.parametrize("text, what", [('"just a string"\n', "a string"), ("42\n", "a number")])
+def test_yaml_that_is_a_scalar_must_hold_a_mapping(tmp_path, text, what):
+    f = write(tmp_path / "scalar.yaml", text)
+    msg = user_error([f])
+    assert str(f) in msg and "must hold a mapping" in msg and what in msg
+    assert "unknown config key" not in msg
+
+
+# ------------------------------------------------------------------------------------------ ranges
+
+
+@pytest.mark.parametrize("override, key, bound", [
+    ("trainer.max_steps=-5", "trainer.max_steps", ">= -1"),
+    ("data.world.num_steps=-1", "data.world.num_steps", ">= 1"),
+    ("data.batch_size=0", "data.batch_size", ">= 1"),
+    ("trainer.accumulate_grad_batches=0", "trainer.accumulate_grad_batches", ">= 1"),
+    ("model.lora.r=0", "model.lora.r", ">= 1"),
+    ("data.qa_share=1.5", "data.qa_share", "<= 1"),
+    ("trainer.checkpoint_every_n_steps=-3", "trainer.checkpoint_every_n_steps", ">= 0"),
+])
+def test_values_out_of_range_are_refused(override, key, bound):
+    msg = user_error(overrides=[override])
+    assert f"'{key}'" in msg and bound in msg
+
+
+@pytest.mark.parametrize("name", ["ft_qa", "selfparam", "oedit", "ft_l"])
+def test_a_negative_learning_rate_is_refused_for_every_method_with_one(name):
+    msg = user_error(overrides=[f"method.name={name}", "method.lr=-1"])
+    assert "'method.lr'" in msg and "> 0" in msg
+
+
+@pytest.mark.parametrize("devices", ["0", "-2", "[]", "nope"])
+def test_bad_device_counts_are_refused(devices):
+    msg = user_error(overrides=[f"trainer.devices={devices}"])
+    assert "trainer.devices" in msg
+
+
+def test_ranges_are_shown_by_help_config(capsys):
+    assert train.main(["--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "trainer.max_steps (int) = -1 (>= -1):" in out
+    assert "method.lr (float) = 0.001 (> 0):" in out
+
+
+# ------------------------------------------------------------------------------------------ cheap validation
+
+
+HEAVY = ("torch", "lightning", "transformers", "datasets", "peft")
+PROBE = """
+import sys, time
+start = time.perf_counter()
+from lit_knowledge import train
+code = train.main(sys.argv[1:])
+print("heavy:", ",".join(m for m in {heavy!r} if m in sys.modules))
+print("seconds:", time.perf_counter() - start)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv, code, needle", [
+    (["trainer.max_stepz=1"], 2, "did you mean trainer.max_steps?"),
+    (["method.name=ft_qq"], 2, "did you mean ft_qa?"),
+    (["method.name=oedit", "method.lrr=1"], 2, "did you mean method.lr?"),
+    (["method.name=ft_qa", "method.top_k=1"], 2, "method.name=rag_bm25"),
+    (["trainer.max_steps=-5", "--dry-run"], 2, "trainer.max_steps"),
+    (["--help-config"], 0, ""),
+    (["--list-methods"], 0, ""),
+])
+def test_config_mistakes_and_help_import_no_heavy_library(argv, code, needle, tmp_path):
+    """A typo is answered without torch, Lightning or transformers (about 0.5 s instead of 20 s)."""
+    import subprocess
+    import sys
+
+    from conftest import cli_env
+
+    proc = subprocess.run([sys.executable, "-c", PROBE.format(heavy=HEAVY), *argv, f"run.root={tmp_path / 'r'}"],
+                          cwd=REPO, env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == code, proc.stderr
+    assert needle in proc.stderr
+    report = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if line.startswith(("heavy:", "seconds:")))
+    assert report["heavy"] == "", f"imported {report['heavy']}"
+    assert float(report["seconds"]) < 2.0
+    assert not (tmp_path / "r").exists()
+
+
+def test_list_methods_describes_each_method_and_its_shipped_configs(capsys):
+    from lit_knowledge.methods import METHODS
+
+    code, out, _ = main_out(capsys, "--list-methods")
+    assert code == 0
+    lines = out.splitlines()
+    for name in METHODS.names():
+        row = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        assert len(lines[row].split(None, 1)[1]) > 20  # a description follows the name
+        assert lines[row + 1].strip().startswith("configs: ")
+    assert "configs/selfparam/single.yaml" in out and "configs/oedit/oedit.yaml" in out
+    assert "experiments/" not in out  # group files are not run configs
+
+
+def test_the_method_table_matches_each_method_module():
+    """The lazy table's Params are the ones each LightningModule declares (this imports every method module)."""
+    from lit_knowledge.methods import METHODS, params_of
+
+    for name in METHODS.names():
+        assert METHODS.get(name).Params is params_of(name), name

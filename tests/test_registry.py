@@ -74,3 +74,21 @@ def test_method_registry_holds_the_baselines():
     assert {"base", "in_context", "ft_context", "ft_qa", "rag_bm25", "pretrain"} <= set(METHODS.names())
     with pytest.raises(UserError, match="did you mean rag_bm25"):
         METHODS.get("rag_bm52")
+
+
+def test_a_lazy_entry_is_imported_only_when_asked_for(tmp_path, monkeypatch):
+    import sys
+
+    (tmp_path / "lazy_widgets_mod.py").write_text("class Widget:\n    pass\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    r = Registry("widget")
+    r.register_lazy("widget", "lazy_widgets_mod:Widget")
+    assert r.names() == ["widget"] and "widget" in r
+    with pytest.raises(UserError, match="did you mean widget"):
+        r.get("widgte")
+    assert "lazy_widgets_mod" not in sys.modules  # listing and typos import nothing
+    assert r.get("widget").__name__ == "Widget" and "lazy_widgets_mod" in sys.modules
+    assert r.get("widget") is sys.modules["lazy_widgets_mod"].Widget
+    with pytest.raises(ValueError, match="twice"):
+        r.register_lazy("widget", "lazy_widgets_mod:Widget")
+    sys.modules.pop("lazy_widgets_mod")

@@ -244,3 +244,40 @@ def test_time_per_update_gets_its_own_panel_beside_the_scores():
     assert [line.get_label() for line in times.get_lines()] == ["update_time_s"]
     assert times.get_ylabel() == "seconds per update"
     assert len(curve_figure({"step": [1, 2], "efficacy_f1": [0.5, 0.6]}).axes) == 1  # no times: one panel
+
+
+def test_report_on_a_file_says_it_is_not_a_directory(tmp_path, capsys):
+    f = tmp_path / "results.json"
+    f.write_text("{}")
+    assert report.main([str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not a directory" in err and "does not exist" not in err
+
+
+@pytest.mark.parametrize("make_out", [
+    lambda tmp: (tmp / "plain_file").write_text("x") and tmp / "plain_file",  # a file where a directory is due
+    lambda tmp: (tmp / "plain_file").write_text("x") and tmp / "plain_file" / "sub",  # below a file
+])
+def test_report_unwritable_out_is_one_line(tmp_path, capsys, make_out):
+    exp = make_experiment(tmp_path)
+    out = make_out(tmp_path)
+    assert report.main([str(exp), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "--out" in err
+
+
+def test_report_read_only_out_is_one_line(tmp_path, capsys):
+    import os
+
+    exp = make_experiment(tmp_path)
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        if os.access(out, os.W_OK):  # root ignores permissions
+            pytest.skip("running as root: a read-only directory is still writable")
+        assert report.main([str(exp), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and err.count("\n") == 1 and "not writable" in err
+    finally:
+        out.chmod(0o700)

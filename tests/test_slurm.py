@@ -1,9 +1,8 @@
 """SLURM support: allocation checks, sbatch commands, the submit CLI and the batch scripts.
 
 No SLURM is needed: `sbatch`, `srun`, `scontrol` and `wandb` are replaced by small fake executables on
-PATH that record what they were called with. Loading a config imports Lightning (seconds), so the one
-`python -m lit_knowledge.submit` subprocess starts before the first test and is checked by a late one,
-while the other CLI tests call `submit.main` in-process.
+PATH that record what they were called with. The one `python -m lit_knowledge.submit` subprocess starts
+before the first test and is checked by a late one, while the other CLI tests call `submit.main` in-process.
 """
 
 from __future__ import annotations

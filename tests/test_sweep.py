@@ -58,3 +58,18 @@ def test_only_names_runs_of_the_group_and_leaves_overrides_to_the_runs(tmp_path,
     monkeypatch.setattr(lit_knowledge.report, "build_report", lambda directory: "")
     assert sweep.main([str(group), "--only", "ft_qa", "run.root=/tmp/x", "logger.backend=none"]) == 0
     assert seen == {"extra": ["run.root=/tmp/x", "logger.backend=none"], "only": ["ft_qa"]}
+
+
+@pytest.mark.parametrize("text, needle", [
+    ("- {name: a}\n- {name: b}\n", "must hold a mapping"),
+    ("runs: [\n  {name: a\n", "not valid YAML"),
+    ("just words\n", "must hold a mapping"),
+])
+def test_malformed_group_files_fail_with_one_line(tmp_path, capsys, text, needle):
+    from lit_knowledge.sweep import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text)
+    assert main([str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err and str(bad) in err

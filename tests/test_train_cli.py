@@ -195,3 +195,67 @@ def test_one_key_one_reader_whoever_pretrains_it(tmp_path, monkeypatch):
     for other in weights[1:]:
         assert other.keys() == weights[0].keys()
         assert all(torch.equal(other[k], weights[0][k]) for k in other)
+
+
+# ------------------------------------------------------------------------------------------ caught before writing
+
+
+def _no_gpu() -> bool:
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def _no_deepspeed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("deepspeed") is None
+
+
+TINY = ["model.name=tiny", "model.tiny.num_layers=1", "model.tiny.hidden_size=32", "model.tiny.num_heads=2",
+        "model.tiny.num_kv_heads=2", "model.tiny.intermediate_size=64"]
+
+
+def mistakes(tmp_path) -> list[tuple[list[str], str]]:
+    """(overrides, what the error names) of mistakes that Lightning, torch or the file system used to find late."""
+    (tmp_path / "a_file").write_text("x")
+    out = [
+        (["run.root=" + str(tmp_path / "a_file")], "run.root"),
+        (["run.root=" + str(tmp_path / "a_file" / "below")], "run.root"),
+        (["--resume", str(tmp_path / "a_file")], "a_file"),
+        (["data.source=squad", "data.path=" + str(tmp_path / "missing.json")], "missing.json"),
+        (["method.lr=-1"], "method.lr"),
+        (["data.batch_size=0"], "data.batch_size"),
+        (["trainer.accumulate_grad_batches=0"], "trainer.accumulate_grad_batches"),
+        (["trainer.devices=0"], "trainer.devices"),
+        (["model.lora.enabled=true", "model.lora.r=0"], "model.lora.r"),
+        (["trainer.max_steps=-5"], "trainer.max_steps"),
+        (["data.world.num_steps=-1"], "data.world.num_steps"),
+    ]
+    if _no_gpu():
+        out += [(["trainer.accelerator=gpu"], "trainer.accelerator"),
+                (["trainer.strategy=fsdp"], "trainer.strategy")]
+    if _no_deepspeed():
+        out.append((["trainer.strategy=deepspeed_stage_2"], "deepspeed"))
+    return out
+
+
+@pytest.mark.parametrize("case", range(14))
+@pytest.mark.parametrize("dry_run", [True, False], ids=["dry-run", "run"])
+def test_mistakes_end_in_one_line_and_write_nothing(case, dry_run, debug_overrides, tmp_path, tmp_cache, capsys,
+                                                    monkeypatch):
+    cases = mistakes(tmp_path)
+    if case >= len(cases):
+        pytest.skip("this machine has what the mistake lacks (a GPU or deepspeed)")
+    extra, needle = cases[case]
+    monkeypatch.chdir(tmp_path)
+    root = tmp_path / "runs"
+    args = ["--config", str(CONFIGS / "baselines" / "ft_qa.yaml"), *debug_overrides, f"run.root={root}", *TINY,
+            *extra] + (["--dry-run"] if dry_run else [])
+    code = train.main(args)
+    _, err = capsys.readouterr()
+    assert code == 2, err[-2000:]
+    assert err.startswith("error: ") and err.count("\n") == 1 and needle in err, err
+    assert not root.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file", "lk_cache"]
+    assert files_under(tmp_cache) == []

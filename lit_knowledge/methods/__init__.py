@@ -1,8 +1,51 @@
-"""Methods: one module per method, each a LightningModule registered under its config name."""
+"""Methods: one LightningModule per method, registered under its config name (`method.name`).
 
+The table below is the registry. A method's module imports torch, Lightning and transformers, so it is
+imported only when that method is chosen (`METHODS.get(name)`); its hyper-parameters live in
+lit_knowledge/methods/params.py, which is cheap to import: loading a config, `--help-config` and
+`--list-methods` never load a method module.
+"""
+
+from __future__ import annotations
+
+from lit_knowledge.methods import params as P
 from lit_knowledge.registry import Registry
 
-METHODS: Registry = Registry("method")
+# name: (the LightningModule as "module:attr", its Params dataclass, one line on what it does)
+TABLE = {
+    "base": ("lit_knowledge.methods.baselines:Base", P.MethodParams,
+             "the model as it is: closed-book, no update (the floor)"),
+    "in_context": ("lit_knowledge.methods.baselines:InContext", P.MethodParams,
+                   "the probe's own document in the prompt (the ceiling for closed-book methods)"),
+    "ft_context": ("lit_knowledge.methods.baselines:FTContext", P.FineTuneParams,
+                   "FT(C): next-token fine-tuning on the documents (full or LoRA)"),
+    "ft_qa": ("lit_knowledge.methods.baselines:FTQA", P.FineTuneParams,
+              "FT(S): next-token fine-tuning on the documents' QA sets (full or LoRA)"),
+    "rag_bm25": ("lit_knowledge.methods.baselines:RAGBM25", P.RAGParams,
+                 "BM25 retrieval of the documents seen so far into the prompt"),
+    "selfparam": ("lit_knowledge.methods.selfparam:SelfParam", P.SelfParamParams,
+                  "SELF-PARAM: distil a teacher that reads the document into a student that does not"),
+    "oedit": ("lit_knowledge.methods.oedit:OEdit", P.OEditParams,
+              "O-Edit / O-Edit+: sequential edits, each gradient orthogonal to the earlier edits"),
+    "ft_l": ("lit_knowledge.methods.oedit:FTL", P.GradientEditParams,
+             "FT-L: the same sequential editor without any projection"),
+    "alphaedit": ("lit_knowledge.methods.oedit:AlphaEdit", P.AlphaEditParams,
+                  "AlphaEdit-style closed-form edit of one matrix, in the null space of the model's knowledge"),
+    "pretrain": ("lit_knowledge.methods.pretrain:PretrainReader", P.MethodParams,
+                 "pretrain the synthetic world's reader (cached and reused by model.name=reader)"),
+}
 
-# Importing the method modules registers them.
-from lit_knowledge.methods import baselines, oedit, pretrain, selfparam  # noqa: E402, F401
+METHODS: Registry = Registry("method")
+for _name, (_target, _, _) in TABLE.items():
+    METHODS.register_lazy(_name, _target)
+
+
+def params_of(name: str) -> type:
+    """The Params dataclass of method `name`, importing nothing heavy (an unknown name: did-you-mean error)."""
+    METHODS.check(name)
+    return TABLE[name][1]
+
+
+def description(name: str) -> str:
+    METHODS.check(name)
+    return TABLE[name][2]

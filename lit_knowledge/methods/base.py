@@ -70,12 +70,12 @@ class KnowledgeMethod(L.LightningModule):
         super().__init__()
         self.cfg = cfg
         self.params = cfg.method
+        self.stream = load_stream(cfg)  # before the model: a data mistake must not wait minutes for a model load
         if model is None:
             model, tokenizer = load_model(cfg)
         self.model, self.tokenizer = model, tokenizer
         self.chat = chat_tokenizer(cfg, tokenizer)
         self.model.train()  # from_pretrained returns a model in eval mode
-        self.stream = load_stream(cfg)
         self.protocol = self.make_protocol()
         self.history: list[dict] = []
         self.step_times: list[float] = []

@@ -14,18 +14,15 @@ Fine-tuning is full by default and through LoRA with `model.lora.enabled=true`.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
 
 import bm25s
 
-from lit_knowledge.config import MethodParams, doc
 from lit_knowledge.errors import UserError
-from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
+from lit_knowledge.methods.params import FineTuneParams, RAGParams
 from lit_knowledge.models.lora import add_lora, merge_lora
 
 
-@METHODS.register("base")
 class Base(KnowledgeMethod):
     """No update: what the model answers closed-book before and throughout the stream."""
 
@@ -33,7 +30,6 @@ class Base(KnowledgeMethod):
         return None
 
 
-@METHODS.register("in_context")
 class InContext(Base):
     """The document in the prompt: the upper bound for putting the document into the weights."""
 
@@ -43,22 +39,6 @@ class InContext(Base):
 
     def answer(self, probes) -> list[str]:
         return self.generate([self.qa_prompt(p.question, self.documents.get(p.doc_id)) for p in probes])
-
-
-@dataclass
-class FineTuneParams(MethodParams):
-    lr: float = doc(1e-3, "Learning rate (AdamW).")
-    weight_decay: float = doc(0.0, "AdamW weight decay.")
-    epochs_per_step: int = doc(10, "Passes over a stream step's training examples.")
-    merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
-                                           "and start a fresh one (sequential injection).")
-    unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
-                                         "on the world, documents and answered questions about the rehearsal half "
-                                         "of the background) added to the training set per document.")
-    namesake_contrasts: int = doc(0, "ft_qa and selfparam: for each QA pair that names its document's subject, "
-                                     "this many copies naming a namesake instead (one part of the name swapped for "
-                                     "the same part of another subject seen so far), trained towards what the model "
-                                     "says closed-book about them. Needs documents with a subject; 0: off.")
 
 
 class FineTune(KnowledgeMethod):
@@ -134,7 +114,6 @@ class FineTune(KnowledgeMethod):
             self.trainer.strategy.setup_optimizers(self.trainer)
 
 
-@METHODS.register("ft_context")
 class FTContext(FineTune):
     """FT(C): language-model training on the documents themselves."""
 
@@ -142,7 +121,6 @@ class FTContext(FineTune):
         return [(d.text, "") for d in step.documents]
 
 
-@METHODS.register("ft_qa")
 class FTQA(FineTune):
     """FT(S): next-token training on question -> answer pairs about the documents."""
 
@@ -157,12 +135,6 @@ class FTQA(FineTune):
         return pairs + [(text, "") for texts in self.unrelated_texts(step) for text in texts]
 
 
-@dataclass
-class RAGParams(MethodParams):
-    top_k: int = doc(2, "Documents retrieved into the prompt.")
-
-
-@METHODS.register("rag_bm25")
 class RAGBM25(Base):
     """Retrieval-augmented answering: the stream's documents so far form a BM25 index (method state)."""
 

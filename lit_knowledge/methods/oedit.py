@@ -47,14 +47,11 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_knowledge.config import MethodParams, doc
 from lit_knowledge.data.datamodules import EditStreamDataModule
 from lit_knowledge.data.prompts import IGNORE, collate, encode_example, token_ids
 from lit_knowledge.data.streams import EditStream
@@ -66,138 +63,13 @@ from lit_knowledge.evaluation.edit_protocol import (
     prompt_style,
     summarize_edits,
 )
-from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
-
-SIDES = ("input", "output")
-KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see knowledge_texts()
-SINGLE_DEVICE_STRATEGIES = ("auto", "ddp", "ddp_spawn")
-
-
-# ============================================================================================ config
-
-
-@dataclass
-class EditParams(MethodParams):
-    """What every sequential editor here shares: which matrices it edits, what it trains on, when it is asked."""
-
-    layers: Optional[list[int]] = doc(None, "Decoder layers whose matrices are edited (negative counts from the "
-                                            "top); null: the middle layer (num_hidden_layers // 2).")
-    modules: list[str] = doc(help="Matrices edited in each of those layers, as paths inside a decoder layer.",
-                             factory=lambda: ["mlp.down_proj"])
-    module_template: str = doc("model.layers.{layer}.{module}", "Path of an edited matrix in the model "
-                               "(Llama-family Hugging Face models: model.layers.N.mlp.down_proj).")
-    train_on_paraphrases: bool = doc(False, "Also train each edit on its paraphrases (they are the "
-                                            "generalization probes, so this inflates generalization).")
-    eval_at: Optional[list[int]] = doc(None, "Edit counts after which all edits so far are evaluated; "
-                                             "null: 1, 2, 5, 10, 20, 50, ... and always the last.")
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        m = cfg.method
-        if cfg.trainer.strategy not in SINGLE_DEVICE_STRATEGIES:
-            raise UserError(f"method {m.name} edits whole weight matrices one edit at a time; trainer.strategy="
-                            f"{cfg.trainer.strategy} shards them: use one of {', '.join(SINGLE_DEVICE_STRATEGIES)}")
-        if cfg.trainer.accumulate_grad_batches != 1:
-            raise UserError(f"method {m.name} optimises manually: trainer.accumulate_grad_batches must be 1")
-        if cfg.model.lora.enabled:
-            raise UserError(f"method {m.name} edits the model's own weights: set model.lora.enabled=false")
-        if m.layers is not None and not m.layers:
-            raise UserError("method.layers is empty: give at least one layer, or null for the middle layer")
-        if not m.modules:
-            raise UserError("method.modules is empty: give at least one module, e.g. [mlp.down_proj]")
-
-
-@dataclass
-class GradientEditParams(EditParams):
-    """Gradient steps per edit (`ft_l`, and the base of `oedit`)."""
-
-    steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).")
-    lr: float = doc(2.0, "Learning rate of the per-edit optimiser (with sgd and max_grad_norm 1, a step moves the "
-                         "edited matrices by at most lr in Frobenius norm).")
-    optimizer: str = doc("sgd", "Per-edit optimiser; its state is reset at every edit. sgd keeps an update inside "
-                                "the span of the edit's keys (rank <= tokens); adam's per-coordinate scaling spreads "
-                                "it over every direction (the step is projected again after adam).",
-                         choices=("sgd", "adam"))
-    stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.")
-    max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
-                                              "matrices (null: no clipping). Editors optimise manually, so "
-                                              "trainer.gradient_clip_val does not apply to them.")
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        super().validate(cfg)
-        if cfg.method.steps < 1:
-            raise UserError(f"method.steps must be at least 1, got {cfg.method.steps}")
-        if cfg.method.lr <= 0:
-            raise UserError(f"method.lr must be positive, got {cfg.method.lr}")
-
-
-@dataclass
-class OEditParams(GradientEditParams):
-    projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
-                                        "protects earlier edits exactly) or output (columns of U dW).",
-                               choices=SIDES)
-    energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.")
-    max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).")
-    knowledge_texts: str = doc("pretrain", "Generic text whose gradients give the knowledge subspace: pretrain "
-                                           "(the world's background documents), mix (the reader's pretraining mix: "
-                                           "documents and background question turns, never a locality prompt's "
-                                           "wording) or none. Real-data sources have no pretraining text here and "
-                                           "fall back to none with a warning.",
-                               choices=KNOWLEDGE_TEXTS)
-    knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).")
-    knowledge_from: str = doc("gradients", "What the knowledge subspace is the top-q subspace of: gradients (per-text "
-                                           "gradients of the LM loss on the knowledge texts) or keys (the edited "
-                                           "layer's inputs at every token of them; outputs for projection_side "
-                                           "output): gradients weigh a direction by how much the model still has "
-                                           "to learn there, keys by how much the model uses it.",
-                              choices=("gradients", "keys"))
-    knowledge_samples: int = doc(64, "Knowledge texts sampled for the knowledge subspace.")
-    plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
-                            "(stores one flattened copy of the edited matrices per edit).")
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        super().validate(cfg)
-        m = cfg.method
-        if not 0.0 < m.energy <= 1.0:
-            raise UserError(f"method.energy must be in (0, 1], got {m.energy}")
-        if m.knowledge_rank < 0 or m.max_directions_per_edit < 0 or m.knowledge_samples < 0:
-            raise UserError("method.knowledge_rank, method.max_directions_per_edit and method.knowledge_samples "
-                            "must be >= 0")
-
-
-@dataclass
-class AlphaEditParams(EditParams):
-    knowledge_texts: str = doc("pretrain", "Text whose keys give K0 K0^T (the knowledge kept in the null space): "
-                                           "pretrain (the world's background documents), mix (documents and "
-                                           "background question turns, as the reader was pretrained) or none (no "
-                                           "null-space projection; real-data sources fall back to none with a "
-                                           "warning).",
-                               choices=KNOWLEDGE_TEXTS)
-    knowledge_samples: int = doc(256, "Knowledge texts whose token keys form K0.")
-    null_space_threshold: float = doc(1e-2, "Eigen-directions of K0 K0^T below this share of the largest "
-                                            "eigenvalue span the null space the update is projected onto.")
-    ridge: float = doc(1.0, "Weight of the ||dW P||^2 term: the identity in (K_p K_p^T P + K K^T P + ridge I).")
-    value_steps: int = doc(25, "Adam steps finding the residual that makes the edited layer say target_new.")
-    value_lr: float = doc(0.5, "Learning rate of those steps.")
-    value_weight_decay: float = doc(1e-3, "Weight of ||delta||^2 / ||v||^2 in the residual's objective.")
-    clamp_norm_factor: float = doc(4.0, "The residual's norm is at most this times the norm of the layer's output.")
-    key_position: str = doc("subject_last", "Tokens whose keys and values are edited: subject_last (the subject's "
-                                            "last token, where ROME / MEMIT / AlphaEdit locate facts) or "
-                                            "target_predictors (each token that predicts a token of target_new).",
-                            choices=("subject_last", "target_predictors"))
-
-    @classmethod
-    def validate(cls, cfg) -> None:
-        super().validate(cfg)
-        m = cfg.method
-        if len(m.layers or [None]) * len(m.modules) != 1:
-            raise UserError("method alphaedit edits exactly one matrix: give one layer and one module")
-        if m.value_steps < 1 or m.ridge <= 0:
-            raise UserError("method.value_steps must be >= 1 and method.ridge > 0")
-
+from lit_knowledge.methods.params import (
+    AlphaEditParams,
+    EditParams,
+    GradientEditParams,
+    OEditParams,
+)
 
 # ============================================================================================ linear algebra
 # Bases are stored as rows: a (m x dim) tensor with orthonormal rows spans an m-dimensional subspace.
@@ -546,7 +418,6 @@ class EditMethod(KnowledgeMethod):
         pass
 
 
-@METHODS.register("oedit")
 class OEdit(EditMethod):
     """O-Edit (and O-Edit+ with `method.plus`): projected gradient steps per edit, bases grown after each."""
 
@@ -784,7 +655,6 @@ class OEdit(EditMethod):
         return sum(t.numel() * t.element_size() for t in tensors)
 
 
-@METHODS.register("ft_l")
 class FTL(OEdit):
     """FT-L: the same sequential editor with no projection at all (same matrices, steps, lr); no bases."""
 
@@ -807,7 +677,6 @@ class FTL(OEdit):
         return {}
 
 
-@METHODS.register("alphaedit")
 class AlphaEdit(EditMethod):
     """AlphaEdit-style closed-form editing of one matrix W (d_out x d_in) with keys k (inputs) and values W k.
 

@@ -36,7 +36,6 @@ from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_promp
 from lit_knowledge.data.world import World
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods import METHODS
 from lit_knowledge.models.build import build_tiny_llama, save_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.tokenizer import train_word_tokenizer
@@ -98,7 +97,6 @@ def find_reader(cfg) -> Path | None:
     return cached if (cached / READER_REPORT).exists() else None
 
 
-@METHODS.register("pretrain")
 class PretrainReader(L.LightningModule):
     Params = MethodParams
     kind = "pretrain"
@@ -188,6 +186,8 @@ class PretrainReader(L.LightningModule):
         return report
 
     def on_train_end(self):
+        if self.trainer.global_step < self.cfg.pretrain.max_steps:  # stopped early (requeue, trainer.max_steps):
+            return  # a half-trained reader must never be cached under the full reader's key
         self.report = self.evaluate_reader()
         if self.trainer.is_global_zero:
             save_reader(self.cfg, self.model, self.tokenizer, self.report)
@@ -218,22 +218,43 @@ def ensure_reader(cfg) -> Path:
         while not (path / READER_REPORT).exists():
             time.sleep(5)
         return path
-    print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps); "
-          f"it is cached in {path}", file=sys.stderr)
     return pretrain_reader(cfg)
 
 
 def pretrain_reader(cfg) -> Path:
-    """Pretrain this config's reader afresh and cache it (its report included); the cache entry."""
+    """Pretrain this config's reader into the cache (its report included); the cache entry.
+
+    A preemption notice during pretraining checkpoints it beside the entry (`<key>.partial`); the requeued job
+    goes on from that step.
+    """
+    from lightning.pytorch.plugins.environments import SLURMEnvironment
+
+    from lit_knowledge.preemption import Preempted
+    from lit_knowledge.requeue import RequeueOnSignal
+    from lit_knowledge.run import checkpoint_step
+
+    path = reader_dir(cfg)
+    partial = path.with_name(path.name + ".partial")
+    saved = sorted((s, str(p)) for p in partial.glob("hpc_ckpt_*.ckpt") if (s := checkpoint_step(p)) is not None)
+    ckpt = saved[-1][1] if saved else None
+    print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps"
+          f"{f', going on from step {saved[-1][0]}' if ckpt else ''}); it is cached in {path}", file=sys.stderr)
     quiet_libraries()
     # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
     cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
+    requeue = RequeueOnSignal(partial)
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was (its loader draws seeds)
         module = PretrainReader(cfg)
         bar = [PhaseBar(module.phase)] if cfg.trainer.enable_progress_bar else []
         trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
                             logger=False, enable_checkpointing=False, enable_model_summary=False,
-                            enable_progress_bar=cfg.trainer.enable_progress_bar, callbacks=bar,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val)
-        trainer.fit(module, datamodule=module.datamodule())
-    return reader_dir(cfg)
+                            enable_progress_bar=cfg.trainer.enable_progress_bar,
+                            gradient_clip_val=cfg.trainer.gradient_clip_val, callbacks=[requeue, *bar],
+                            plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
+        partial.mkdir(parents=True, exist_ok=True)
+        trainer.fit(module, datamodule=module.datamodule(), ckpt_path=ckpt)
+    if requeue.requeued:
+        raise Preempted("reader pretraining", saved=f"pretraining checkpointed at step {trainer.global_step} in "
+                                                  f"{partial}", requeued=True)
+    shutil.rmtree(partial, ignore_errors=True)
+    return path

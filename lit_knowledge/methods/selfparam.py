@@ -20,53 +20,15 @@ Settings (configs/selfparam/): `single` (one document per step, the student rese
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from lit_knowledge.config import doc
 from lit_knowledge.data.prompts import IGNORE, collate, encode_example, token_ids
 from lit_knowledge.errors import UserError
-from lit_knowledge.methods import METHODS
 from lit_knowledge.methods.base import encode_all
-from lit_knowledge.methods.baselines import FineTune, FineTuneParams
-
-
-@dataclass
-class SelfParamParams(FineTuneParams):
-    lr: float = doc(1e-3, "Learning rate (AdamW).")
-    temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).")
-    unrelated_per_document: int = doc(64, "Unrelated texts added to the target set per document: the student "
-                                          "keeps matching the teacher on them (world, token-mean KL: 32 kept "
-                                          "locality at 0.88, 64 at 0.92, 128 at 0.90; README).")
-    unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
-                                          "the student keeps the base model's predictions) or document (the step's "
-                                          "document first, as for the QA pairs; a small reader then copies the "
-                                          "document's facts into the unrelated text and teaches them).",
-                                 choices=("plain", "document"))
-    namesake_contrasts: int = doc(2, "Beyond the paper: for each QA pair that names its document's subject, this "
-                                     "many copies naming a namesake instead (one part of the name swapped for the "
-                                     "same part of another subject seen so far in the stream), where the student "
-                                     "keeps the closed-book teacher's answer, so new facts stay with the full name "
-                                     "(world locality on namesakes 0.86 -> 0.96; README). Needs documents with a "
-                                     "subject; 0: off.")
-    teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
-                               "distributions computed at the start of each step (needed for full fine-tuning).",
-                       choices=("live", "cached"))
-    kl_mean: str = doc("token", "How the KL of a batch is averaged: token (every scored token weighs the same, so "
-                                "an unrelated text of forty tokens weighs twenty answers of two: world locality 0.88 "
-                                "against 0.84) or example (each member of the target set weighs the same).",
-                       choices=("example", "token"))
-    reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
-                                       "(the single-context setting).")
-
-    @staticmethod
-    def validate(cfg) -> None:
-        if not cfg.model.lora.enabled and cfg.method.teacher == "live":
-            raise UserError("selfparam with full fine-tuning (model.lora.enabled=false) needs method.teacher=cached: "
-                            "a live teacher is the student with its adapter disabled")
+from lit_knowledge.methods.baselines import FineTune
+from lit_knowledge.methods.params import SelfParamParams
 
 
 def kl_per_token(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -94,7 +56,6 @@ def target_logits(model, input_ids, attention_mask, labels) -> torch.Tensor:
     return logits[labels[:, 1:] != IGNORE]
 
 
-@METHODS.register("selfparam")
 class SelfParam(FineTune):
     Params = SelfParamParams
 

@@ -1,0 +1,194 @@
+"""Every method's hyper-parameters (the `method:` section), in a module that is cheap to import.
+
+Loading a config, `--help-config` and `--list-methods` read these dataclasses without importing torch,
+Lightning or transformers: a method's module (its LightningModule) is imported only when that method
+runs (see lit_knowledge/methods/__init__.py). Each dataclass may define `validate(cfg)` for checks that
+span several keys; single-key ranges and choices are declared in the field (`doc(...)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from lit_knowledge.config import MethodParams, doc
+from lit_knowledge.errors import UserError
+
+SIDES = ("input", "output")
+KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see knowledge_texts()
+SINGLE_DEVICE_STRATEGIES = ("auto", "ddp", "ddp_spawn")
+
+
+# ------------------------------------------------------------------------------------------ baselines
+
+
+@dataclass
+class FineTuneParams(MethodParams):
+    lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
+    weight_decay: float = doc(0.0, "AdamW weight decay.", minimum=0)
+    epochs_per_step: int = doc(10, "Passes over a stream step's training examples.", minimum=1)
+    merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
+                                           "and start a fresh one (sequential injection).")
+    unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
+                                         "on the world, documents and answered questions about the rehearsal half "
+                                         "of the background) added to the training set per document.", minimum=0)
+    namesake_contrasts: int = doc(0, "ft_qa and selfparam: for each QA pair that names its document's subject, "
+                                     "this many copies naming a namesake instead (one part of the name swapped for "
+                                     "the same part of another subject seen so far), trained towards what the model "
+                                     "says closed-book about them. Needs documents with a subject; 0: off.",
+                                minimum=0)
+
+
+@dataclass
+class RAGParams(MethodParams):
+    top_k: int = doc(2, "Documents retrieved into the prompt.", minimum=1)
+
+
+# ------------------------------------------------------------------------------------------ selfparam
+
+
+@dataclass
+class SelfParamParams(FineTuneParams):
+    lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
+    temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).", above=0)
+    unrelated_per_document: int = doc(64, "Unrelated texts added to the target set per document: the student "
+                                          "keeps matching the teacher on them (world, token-mean KL: 32 kept "
+                                          "locality at 0.88, 64 at 0.92, 128 at 0.90; README).", minimum=0)
+    unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
+                                          "the student keeps the base model's predictions) or document (the step's "
+                                          "document first, as for the QA pairs; a small reader then copies the "
+                                          "document's facts into the unrelated text and teaches them).",
+                                 choices=("plain", "document"))
+    namesake_contrasts: int = doc(2, "Beyond the paper: for each QA pair that names its document's subject, this "
+                                     "many copies naming a namesake instead (one part of the name swapped for the "
+                                     "same part of another subject seen so far in the stream), where the student "
+                                     "keeps the closed-book teacher's answer, so new facts stay with the full name "
+                                     "(world locality on namesakes 0.86 -> 0.96; README). Needs documents with a "
+                                     "subject; 0: off.", minimum=0)
+    teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
+                               "distributions computed at the start of each step (needed for full fine-tuning).",
+                       choices=("live", "cached"))
+    kl_mean: str = doc("token", "How the KL of a batch is averaged: token (every scored token weighs the same, so "
+                                "an unrelated text of forty tokens weighs twenty answers of two: world locality 0.88 "
+                                "against 0.84) or example (each member of the target set weighs the same).",
+                       choices=("example", "token"))
+    reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
+                                       "(the single-context setting).")
+
+    @staticmethod
+    def validate(cfg) -> None:
+        if not cfg.model.lora.enabled and cfg.method.teacher == "live":
+            raise UserError("selfparam with full fine-tuning (model.lora.enabled=false) needs method.teacher=cached: "
+                            "a live teacher is the student with its adapter disabled")
+
+
+# ------------------------------------------------------------------------------------------ editors (oedit, ft_l, alphaedit)
+
+
+@dataclass
+class EditParams(MethodParams):
+    """What every sequential editor here shares: which matrices it edits, what it trains on, when it is asked."""
+
+    layers: Optional[list[int]] = doc(None, "Decoder layers whose matrices are edited (negative counts from the "
+                                            "top); null: the middle layer (num_hidden_layers // 2).")
+    modules: list[str] = doc(help="Matrices edited in each of those layers, as paths inside a decoder layer.",
+                             factory=lambda: ["mlp.down_proj"])
+    module_template: str = doc("model.layers.{layer}.{module}", "Path of an edited matrix in the model "
+                               "(Llama-family Hugging Face models: model.layers.N.mlp.down_proj).")
+    train_on_paraphrases: bool = doc(False, "Also train each edit on its paraphrases (they are the "
+                                            "generalization probes, so this inflates generalization).")
+    eval_at: Optional[list[int]] = doc(None, "Edit counts after which all edits so far are evaluated; "
+                                             "null: 1, 2, 5, 10, 20, 50, ... and always the last.")
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        m = cfg.method
+        if cfg.trainer.strategy not in SINGLE_DEVICE_STRATEGIES:
+            raise UserError(f"method {m.name} edits whole weight matrices one edit at a time; trainer.strategy="
+                            f"{cfg.trainer.strategy} shards them: use one of {', '.join(SINGLE_DEVICE_STRATEGIES)}")
+        if cfg.trainer.accumulate_grad_batches != 1:
+            raise UserError(f"method {m.name} optimises manually: trainer.accumulate_grad_batches must be 1")
+        if cfg.model.lora.enabled:
+            raise UserError(f"method {m.name} edits the model's own weights: set model.lora.enabled=false")
+        if m.layers is not None and not m.layers:
+            raise UserError("method.layers is empty: give at least one layer, or null for the middle layer")
+        if not m.modules:
+            raise UserError("method.modules is empty: give at least one module, e.g. [mlp.down_proj]")
+
+
+@dataclass
+class GradientEditParams(EditParams):
+    """Gradient steps per edit (`ft_l`, and the base of `oedit`)."""
+
+    steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).", minimum=1)
+    lr: float = doc(2.0, "Learning rate of the per-edit optimiser (with sgd and max_grad_norm 1, a step moves the "
+                         "edited matrices by at most lr in Frobenius norm).", above=0)
+    optimizer: str = doc("sgd", "Per-edit optimiser; its state is reset at every edit. sgd keeps an update inside "
+                                "the span of the edit's keys (rank <= tokens); adam's per-coordinate scaling spreads "
+                                "it over every direction (the step is projected again after adam).",
+                         choices=("sgd", "adam"))
+    stop_loss: float = doc(0.02, "Stop an edit's steps once its NLL (mean per target token) is at most this.",
+                           minimum=0)
+    max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
+                                              "matrices (null: no clipping). Editors optimise manually, so "
+                                              "trainer.gradient_clip_val does not apply to them.", above=0)
+
+
+@dataclass
+class OEditParams(GradientEditParams):
+    projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
+                                        "protects earlier edits exactly) or output (columns of U dW).",
+                               choices=SIDES)
+    energy: float = doc(0.9, "Share of an edit's squared singular values its core gradient space covers.",
+                        above=0, maximum=1)
+    max_directions_per_edit: int = doc(0, "At most this many directions per edit join the edit basis (0: no cap).",
+                                       minimum=0)
+    knowledge_texts: str = doc("pretrain", "Generic text whose gradients give the knowledge subspace: pretrain "
+                                           "(the world's background documents), mix (the reader's pretraining mix: "
+                                           "documents and background question turns, never a locality prompt's "
+                                           "wording) or none. Real-data sources have no pretraining text here and "
+                                           "fall back to none with a warning.",
+                               choices=KNOWLEDGE_TEXTS)
+    knowledge_rank: int = doc(16, "Rank q of the knowledge subspace kept orthogonal to every update (0: none).",
+                                minimum=0)
+    knowledge_from: str = doc("gradients", "What the knowledge subspace is the top-q subspace of: gradients (per-text "
+                                           "gradients of the LM loss on the knowledge texts) or keys (the edited "
+                                           "layer's inputs at every token of them; outputs for projection_side "
+                                           "output): gradients weigh a direction by how much the model still has "
+                                           "to learn there, keys by how much the model uses it.",
+                              choices=("gradients", "keys"))
+    knowledge_samples: int = doc(64, "Knowledge texts sampled for the knowledge subspace.", minimum=0)
+    plus: bool = doc(False, "O-Edit+: Gram-Schmidt each finished update against all earlier updates "
+                            "(stores one flattened copy of the edited matrices per edit).")
+
+
+@dataclass
+class AlphaEditParams(EditParams):
+    knowledge_texts: str = doc("pretrain", "Text whose keys give K0 K0^T (the knowledge kept in the null space): "
+                                           "pretrain (the world's background documents), mix (documents and "
+                                           "background question turns, as the reader was pretrained) or none (no "
+                                           "null-space projection; real-data sources fall back to none with a "
+                                           "warning).",
+                               choices=KNOWLEDGE_TEXTS)
+    knowledge_samples: int = doc(256, "Knowledge texts whose token keys form K0.", minimum=0)
+    null_space_threshold: float = doc(1e-2, "Eigen-directions of K0 K0^T below this share of the largest "
+                                            "eigenvalue span the null space the update is projected onto.", minimum=0)
+    ridge: float = doc(1.0, "Weight of the ||dW P||^2 term: the identity in (K_p K_p^T P + K K^T P + ridge I).",
+                       above=0)
+    value_steps: int = doc(25, "Adam steps finding the residual that makes the edited layer say target_new.",
+                             minimum=1)
+    value_lr: float = doc(0.5, "Learning rate of those steps.", above=0)
+    value_weight_decay: float = doc(1e-3, "Weight of ||delta||^2 / ||v||^2 in the residual's objective.", minimum=0)
+    clamp_norm_factor: float = doc(4.0, "The residual's norm is at most this times the norm of the layer's output.",
+                                     above=0)
+    key_position: str = doc("subject_last", "Tokens whose keys and values are edited: subject_last (the subject's "
+                                            "last token, where ROME / MEMIT / AlphaEdit locate facts) or "
+                                            "target_predictors (each token that predicts a token of target_new).",
+                            choices=("subject_last", "target_predictors"))
+
+    @classmethod
+    def validate(cls, cfg) -> None:
+        super().validate(cfg)
+        m = cfg.method
+        if len(m.layers or [None]) * len(m.modules) != 1:
+            raise UserError("method alphaedit edits exactly one matrix: give one layer and one module")

@@ -208,8 +208,11 @@ class LoggerConfig:
 class EvalConfig:
     batch_size: int = doc(32, "Evaluation batch size.", minimum=1)
     max_new_tokens: int = doc(12, "Longest generated answer.", minimum=1)
-    max_probes: Optional[int] = doc(None, "Evaluate at most this many probes of each kind per step (null: all).",
-                                    minimum=1)
+    max_probes: Optional[int] = doc(None, "Evaluate at most this many stream probes of each kind per step (null: "
+                                          "all).", minimum=1)
+    max_locality_probes: Optional[int] = doc(None, "Locality (background) probes asked after each step: a seeded "
+                                                   "sample of this many, the same at every step (null: all).",
+                                             minimum=1)
     lm_loss_texts: int = doc(64, "Held-out texts for the general-ability LM loss.", minimum=0)
 
 

@@ -24,7 +24,8 @@ def reader_cfg_overrides(tmp_path_factory, reader_cache):
 
     os.environ["LIT_KNOWLEDGE_CACHE"] = str(reader_cache)
     root = tmp_path_factory.mktemp("behaviour_runs")
-    return [f"run.root={root}", "logger.backend=none", "trainer.enable_progress_bar=false", "eval.max_probes=12"]
+    return [f"run.root={root}", "logger.backend=none", "trainer.enable_progress_bar=false", "eval.max_probes=12",
+            "eval.max_locality_probes=48"]
 
 
 @pytest.fixture(scope="session")

@@ -68,6 +68,17 @@ def test_max_probes_caps_each_kind_with_the_same_subset_every_time():
     assert all(len(s) == 2 for s in a.step_probes)  # one per kind
 
 
+def test_locality_asks_every_background_probe_unless_capped_on_its_own():
+    stream = make_stream()
+    stream.background_probes = [Probe(f"bg{i}", "", "q", ["paris"], "locality") for i in range(300)]
+    cfg = OmegaConf.structured(EvalConfig)
+    cfg.max_probes = 1  # caps the stream's probes, never locality
+    assert len(StreamProtocol(stream, cfg).background) == 300
+    cfg.max_locality_probes = 200
+    a, b = StreamProtocol(stream, cfg).background, StreamProtocol(stream, cfg).background
+    assert len(a) == 200 and a == b and a == sorted(a, key=lambda p: int(p.id[2:]))  # a fixed sample, in order
+
+
 def test_summary_metrics_curves_and_matrix():
     stream = make_stream()
     protocol = StreamProtocol(stream, OmegaConf.structured(EvalConfig))

@@ -41,7 +41,10 @@ class StreamProtocol:
         self.stream = stream
         self.cfg = eval_cfg
         self.step_probes = [_cap(s.probes, eval_cfg.max_probes, seed + s.index) for s in stream.steps]
-        self.background = _cap(stream.background_probes, eval_cfg.max_probes, seed - 1)
+        self.background = list(stream.background_probes)
+        if eval_cfg.max_locality_probes is not None and len(self.background) > eval_cfg.max_locality_probes:
+            keep = set(random.Random(seed - 1).sample(range(len(self.background)), eval_cfg.max_locality_probes))
+            self.background = [p for i, p in enumerate(self.background) if i in keep]
         # Locality is also reported per kind when the background has several (the world: namesakes of stream
         # people and the rest).
         self.background_by_kind: dict[str, list[Probe]] = defaultdict(list)

@@ -52,19 +52,18 @@ class SelfParamParams(FineTuneParams):
     lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
     temperature: float = doc(1.0, "Distillation temperature T (the loss is scaled by T^2).", above=0)
     unrelated_per_document: int = doc(64, "Unrelated texts added to the target set per document: the student "
-                                          "keeps matching the teacher on them (world, token-mean KL: 32 kept "
-                                          "locality at 0.88, 64 at 0.92, 128 at 0.90; README).", minimum=0)
+                                          "keeps matching the teacher on them (docs/results/selfparam.md).", minimum=0)
     unrelated_teacher: str = doc("plain", "What the teacher reads before an unrelated text: plain (the text alone: "
                                           "the student keeps the base model's predictions) or document (the step's "
                                           "document first, as for the QA pairs; a small reader then copies the "
                                           "document's facts into the unrelated text and teaches them).",
                                  choices=("plain", "document"))
-    namesake_contrasts: int = doc(2, "Beyond the paper: for each QA pair that names its document's subject, this "
-                                     "many copies naming a namesake instead (one part of the name swapped for the "
-                                     "same part of another subject seen so far in the stream), where the student "
-                                     "keeps the closed-book teacher's answer, so new facts stay with the full name "
-                                     "(world locality on namesakes 0.86 -> 0.96; README). Needs documents with a "
-                                     "subject; 0: off.", minimum=0)
+    namesake_contrasts: int = doc(0, "Beyond the paper (0, off: the paper's target set): for each QA pair that "
+                                     "names its document's subject, this many copies naming a namesake instead "
+                                     "(one part of the name swapped for the same part of another subject seen so "
+                                     "far in the stream, never a real person's name), where the student keeps the "
+                                     "closed-book teacher's answer, so new facts stay with the full name. Needs "
+                                     "documents with a subject.", minimum=0)
     teacher: str = doc("live", "live: a teacher forward per batch (LoRA: adapter disabled); cached: teacher "
                                "distributions computed at the start of each step (needed for full fine-tuning).",
                        choices=("live", "cached"))

@@ -305,6 +305,26 @@ def test_ft_l_keeps_no_state_and_projects_nothing():
     assert m.projection("any", g) is g
 
 
+def test_ft_l_norm_constraint_bounds_every_weight_of_an_edit():
+    """With method.norm_constraint, no edited weight moves further than the bound in an edit; without it the same
+    edit moves some weight further."""
+    bound = 1e-3
+    free = make("ft_l", "method.steps=5", "method.lr=5")
+    before = weight(free)
+    opt = free.configure_optimizers()
+    apply(free, 0, opt)
+    assert (weight(free) - before).abs().max() > bound
+
+    bounded = make("ft_l", "method.steps=5", "method.lr=5", f"method.norm_constraint={bound}")
+    before = weight(bounded)
+    opt = bounded.configure_optimizers()
+    apply(bounded, 0, opt)
+    moved = (weight(bounded) - before).abs()
+    assert moved.max() <= bound + 1e-7 and moved.max() > 0
+    apply(bounded, 1, opt)  # the bound holds per edit, from the weights each edit starts at
+    assert (weight(bounded) - before).abs().max() <= 2 * bound + 1e-7
+
+
 def test_editors_refuse_document_streams_and_sharded_strategies():
     from lit_knowledge.errors import UserError
 

@@ -27,7 +27,7 @@ TABLE = {
                   "SELF-PARAM: distil a teacher that reads the document into a student that does not"),
     "oedit": ("lit_knowledge.methods.oedit:OEdit", P.OEditParams,
               "O-Edit / O-Edit+: sequential edits, each gradient orthogonal to the earlier edits"),
-    "ft_l": ("lit_knowledge.methods.oedit:FTL", P.GradientEditParams,
+    "ft_l": ("lit_knowledge.methods.oedit:FTL", P.FTLParams,
              "FT-L: the same sequential editor without any projection"),
     "alphaedit": ("lit_knowledge.methods.oedit:AlphaEdit", P.AlphaEditParams,
                   "AlphaEdit-style closed-form edit of one matrix, in the null space of the model's knowledge"),

@@ -67,7 +67,7 @@ from lit_knowledge.methods.base import KnowledgeMethod, encode_all
 from lit_knowledge.methods.params import (
     AlphaEditParams,
     EditParams,
-    GradientEditParams,
+    FTLParams,
     OEditParams,
 )
 
@@ -560,16 +560,20 @@ class OEdit(EditMethod):
                 torch.nn.utils.clip_grad_norm_(list(weights.values()), self.params.max_grad_norm)
             if self.params.optimizer == "sgd":  # plain SGD steps along the projected gradient: nothing to redo
                 optimizer.step()
-                continue
-            previous = {name: w.detach().clone() for name, w in weights.items()}
-            optimizer.step()
-            with torch.no_grad():
-                for name, w in weights.items():
-                    w.copy_(previous[name] + self.projection(name, w - previous[name]))
+            else:
+                previous = {name: w.detach().clone() for name, w in weights.items()}
+                optimizer.step()
+                with torch.no_grad():
+                    for name, w in weights.items():
+                        w.copy_(previous[name] + self.projection(name, w - previous[name]))
+            self.bound_update(weights)
         else:
             with torch.no_grad():
                 losses.append(self.edit_loss(batch).item())
         return losses
+
+    def bound_update(self, weights: dict[str, torch.Tensor]) -> None:
+        """FT-L's norm constraint (none for O-Edit, whose projections bound what an edit may touch)."""
 
     def finish_step(self, k: int) -> None:
         self.close_edit()
@@ -658,7 +662,7 @@ class OEdit(EditMethod):
 class FTL(OEdit):
     """FT-L: the same sequential editor with no projection at all (same matrices, steps, lr); no bases."""
 
-    Params = GradientEditParams
+    Params = FTLParams
 
     def init_bases(self) -> None:
         self.side, self.dims, self.update_basis = "input", {}, None
@@ -669,6 +673,15 @@ class FTL(OEdit):
 
     def projection(self, name: str, matrix: torch.Tensor) -> torch.Tensor:
         return matrix
+
+    def bound_update(self, weights: dict[str, torch.Tensor]) -> None:
+        """Every edited weight within `norm_constraint` of its value before this edit (L-infinity)."""
+        bound = self.params.norm_constraint
+        if bound is None:
+            return
+        with torch.no_grad():
+            for name, w in weights.items():
+                w.copy_(torch.clamp(w, self._before[name] - bound, self._before[name] + bound))
 
     def close_edit(self) -> None:
         self._before = None

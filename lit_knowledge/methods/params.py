@@ -134,6 +134,13 @@ class GradientEditParams(EditParams):
 
 
 @dataclass
+class FTLParams(GradientEditParams):
+    norm_constraint: Optional[float] = doc(None, "FT-L's bound on an edit's update: after every step each edited "
+                                                 "weight is clamped to within this of its value before the edit "
+                                                 "(L-infinity; null: unbounded).", above=0)
+
+
+@dataclass
 class OEditParams(GradientEditParams):
     projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
                                         "protects earlier edits exactly) or output (columns of U dW).",

@@ -131,6 +131,8 @@ class WorldConfig:
     entities_per_step: int = doc(10, "New entities (one document each) per stream step.", minimum=1)
     changes_per_step: int = doc(0, "Earlier stream facts that change at each later step (employer moves).", minimum=0)
     num_edits: int = doc(100, "Counterfactual edits drawn about background entities.", minimum=1)
+    edit_seed: int = doc(0, "Which draw of the counterfactual edits (same world, same reader): settings are chosen "
+                            "on edit_seed=1, the dev stream, and published on 0, the test stream.", minimum=0)
     qa_set: str = doc("document", "A stream document's QA set (selfparam / ft_qa train on it, in training wordings): "
                                   "'document' asks every question the document alone answers (direct facts, decade, "
                                   "inverse, city and year); 'direct' only the direct facts.",

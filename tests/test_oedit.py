@@ -194,6 +194,18 @@ def test_held_out_locality_people_appear_in_no_knowledge_text(config):
     assert {(name, r) for name, r, _ in stated} & covered  # the covered ones are covered
 
 
+def test_the_dev_edit_stream_is_another_draw_over_the_same_reader():
+    from lit_knowledge.data.world import World
+    from lit_knowledge.methods.pretrain import reader_key
+
+    test_cfg = load_config([str(CONFIGS / "oedit" / "oedit.yaml")])
+    dev_cfg = load_config([str(CONFIGS / "oedit" / "oedit.yaml")], ["data.world.edit_seed=1"])
+    assert reader_key(test_cfg) == reader_key(dev_cfg)  # settings are chosen on the reader they are published on
+    test = {(e.prompt, e.target_new) for e in World(test_cfg.data.world).edits().edits[:100]}
+    dev = {(e.prompt, e.target_new) for e in World(dev_cfg.data.world).edits().edits[:100]}
+    assert len(test & dev) <= 5, "the dev stream asks (almost) no edit the test stream asks"
+
+
 @pytest.mark.parametrize("source", ["gradients", "keys"])
 def test_knowledge_subspace_from_gradients_or_keys_is_orthonormal_of_rank_q(source):
     m = make("oedit", "method.knowledge_texts=mix", "method.knowledge_rank=8", f"method.knowledge_from={source}")

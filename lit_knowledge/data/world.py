@@ -302,7 +302,7 @@ class World:
         knowledge texts mention (held out); its `locality_covered` asks three of the rehearsal half, whose
         documents and questions the knowledge texts may hold: the difference is what those texts protect.
         """
-        rng = random.Random(self.cfg.seed + 104729)
+        rng = random.Random(self.cfg.seed + 104729 + 1_000_003 * self.cfg.edit_seed)
         edits = []
         people = list(self.background)
         rng.shuffle(people)

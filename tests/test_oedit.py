@@ -464,7 +464,7 @@ def test_protocol_metrics_match_hand_computed_values():
 # ------------------------------------------------------------------------------------------ configs and runs
 
 WORLD_CONFIGS = ["oedit.yaml", "oedit_plus.yaml", "ft_l.yaml", "alphaedit.yaml", "bench_t1000.yaml"]
-REAL_CONFIGS = ["counterfact_smollm.yaml", "zsre_smollm.yaml", "mquake_smollm.yaml"]
+REAL_CONFIGS = [f"{source}_smollm{arm}.yaml" for source in ("counterfact", "zsre", "mquake") for arm in ("", "_ft_l", "_alphaedit")]
 
 
 @pytest.mark.parametrize("name", WORLD_CONFIGS + REAL_CONFIGS)

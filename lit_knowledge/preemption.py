@@ -68,12 +68,28 @@ def entry_point(main):
         install()
         try:
             return main(*args, **kwargs)
-        except Preempted as p:
+        except BaseException as e:
+            p = preemption_behind(e)
+            if p is None:
+                raise
             return handle(p)
         finally:
             signal.signal(signal.SIGUSR1, previous)
 
     return run
+
+
+def preemption_behind(e: BaseException | None) -> Preempted | None:
+    """The `Preempted` that `e` is, or that it was raised while handling. The notice interrupts whatever runs,
+    and clean-up code interrupted half-way may fail in turn (argparse's, restoring an attribute it never set):
+    that failure still means the job was preempted."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, Preempted):
+            return e
+        seen.add(id(e))
+        e = e.__context__
+    return None
 
 
 def handle(p: Preempted) -> int:

@@ -187,6 +187,33 @@ def test_sigusr1_during_start_up_requeues_and_writes_nothing(tmp_path):
     assert not root.exists()  # nothing half-written
 
 
+def test_a_notice_that_breaks_the_clean_up_it_interrupts_still_requeues(monkeypatch, capsys):
+    """The notice lands wherever the process is: a `finally` it interrupts may fail in turn (argparse, between
+    setting and restoring an attribute, raised AttributeError). The job is still preempted: requeue, exit 0."""
+    from lit_knowledge import preemption
+
+    monkeypatch.setattr(preemption, "requeue_job", lambda: "job 7 requeued")
+
+    @preemption.entry_point
+    def main():
+        state = {}
+        try:
+            raise preemption.Preempted("start-up")  # as the handler raises it
+        finally:
+            state["nargs"].restore()  # clean-up of state that was never set: KeyError
+
+    assert main() == 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert "preempted (SIGUSR1) during start-up" in line and "job 7 requeued" in line
+
+    @preemption.entry_point
+    def fails():
+        raise KeyError("not a preemption")
+
+    with pytest.raises(KeyError):
+        fails()
+
+
 @pytest.mark.slow  # reader pretraining stopped and resumed in two fresh interpreters: ~1-2 min
 def test_sigusr1_during_reader_pretraining_checkpoints_it_and_the_requeued_job_goes_on(tmp_path):
     import signal

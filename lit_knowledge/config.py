@@ -133,6 +133,9 @@ class WorldConfig:
     num_edits: int = doc(100, "Counterfactual edits drawn about background entities.", minimum=1)
     edit_seed: int = doc(0, "Which draw of the counterfactual edits (same world, same reader): settings are chosen "
                             "on edit_seed=1, the dev stream, and published on 0, the test stream.", minimum=0)
+    stream_seed: int = doc(0, "Which stream people (same world, same reader): 0 is the test stream, whose figures are "
+                              "published; 1, 2, ... are dev streams of other people, where settings are chosen.",
+                           minimum=0)
     qa_set: str = doc("document", "A stream document's QA set (selfparam / ft_qa train on it, in training wordings): "
                                   "'document' asks every question the document alone answers (direct facts, decade, "
                                   "inverse, city and year); 'direct' only the direct facts.",

@@ -134,6 +134,11 @@ def test_end_to_end_ft_qa(run_cli, debug_overrides, reader_cache):
     second = json.loads((run_dir / "results.json").read_text())
     for key in ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1"):
         assert second["metrics"][key] == pytest.approx(first["metrics"][key]), key
+    # the arm's budget: one optimiser step per batch of the plan, and the tokens of those batches
+    budget = first["metrics"]
+    assert budget["optimizer_steps"] > 0 and budget["train_tokens"] > 10 * budget["optimizer_steps"]
+    assert (second["metrics"]["optimizer_steps"], second["metrics"]["train_tokens"]) == \
+        (budget["optimizer_steps"], budget["train_tokens"])
 
 
 def wandb_ids(run_dir: Path) -> set[str]:

@@ -173,3 +173,19 @@ def test_the_qa_set_asks_what_the_document_answers_in_training_wordings_only():
                          (f"where and in what year was {person.name} born ?", f"{person.city} in {person.year}")]
     assert not {p.question for p in step.probes} & {q for q, _ in pairs}  # probes: held-out wordings only
     assert not any("based" in q for q, _ in pairs)  # multi-hop needs the employer's headquarters: probes only
+
+
+def test_a_dev_stream_asks_about_other_people_over_the_same_background_and_reader():
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.pretrain import reader_key
+
+    test, dev = world(num_steps=2), world(num_steps=2, stream_seed=1)
+    assert test.background == dev.background and test.free_names == dev.free_names  # the reader's world
+    assert world(num_steps=2).stream() == test.stream()  # stream_seed=0 is the stream as it always was
+    test_names = {d.subject for s in test.stream().steps for d in s.documents}
+    dev_names = {d.subject for s in dev.stream().steps for d in s.documents}
+    assert len(dev_names) == 20 and not test_names & dev_names
+    assert not dev_names & {p.name for p in test.background} and not dev_names & set(test.free_names)
+    assert dev.stream() == world(num_steps=2, stream_seed=1).stream()  # a dev stream is deterministic too
+    cfgs = [load_config([], [f"data.world.stream_seed={s}"]) for s in (0, 1)]
+    assert reader_key(cfgs[0]) == reader_key(cfgs[1])  # settings are chosen on the reader they are published on

@@ -145,6 +145,16 @@ class World:
         self.stream_people = [self._person(rng, n) for n in names[cfg.num_background : cfg.num_background + n_stream]]
         self.free_names = names[cfg.num_background + STREAM_POOL :]
         self._stream_rng_seed = rng.randrange(2**31)
+        if cfg.stream_seed:
+            # A dev stream: other people of the stream pool (never the test stream's), with facts and a stream
+            # order of their own. The background, the free names and so the reader are the same.
+            dev = random.Random(cfg.seed + 15485863 * cfg.stream_seed)
+            pool = names[cfg.num_background + n_stream : cfg.num_background + STREAM_POOL]
+            if len(pool) < n_stream:
+                raise UserError(f"data.world.stream_seed={cfg.stream_seed}: the stream pool has {len(pool)} names "
+                                f"besides the test stream's, fewer than the {n_stream} a stream needs")
+            self.stream_people = [self._person(dev, n) for n in dev.sample(pool, n_stream)]
+            self._stream_rng_seed = dev.randrange(2**31)
 
     def _person(self, rng: random.Random, name: str) -> Person:
         return Person(name, rng.choice(CITIES), rng.choice(YEARS), rng.choice(self.orgs), rng.choice(FIELDS))

@@ -81,6 +81,10 @@ class KnowledgeMethod(L.LightningModule):
         self.step_times: list[float] = []
         self.batches_done = 0  # position in the stream's batch plan (a resumed run skips these)
         self.plan_batches = 0  # the plan's length, known once training starts (StreamWalk)
+        # The budget the method spent: optimiser steps and the tokens of the batches it trained on (what the
+        # trained model read; a teacher's or a probe's forward passes are not counted).
+        self.optimizer_steps = 0
+        self.train_tokens = 0
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time of earlier runs of this run (restored on resume)
@@ -155,6 +159,10 @@ class KnowledgeMethod(L.LightningModule):
     def end_of_batch(self, batch) -> None:
         """Called after every training batch (by `StreamWalk`, before any checkpoint is written)."""
         self.batches_done += 1
+        if "attention_mask" in batch:
+            self.train_tokens += int(batch["attention_mask"].sum())
+        if self._trainer is not None:
+            self.optimizer_steps = int(self._trainer.global_step)
         if not batch["last_in_step"]:
             return
         k = batch["stream_step"]
@@ -182,7 +190,14 @@ class KnowledgeMethod(L.LightningModule):
         out = summarize(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time())
         out["kind"] = self.kind
         out["examples"] = self.history[-1]["examples"] if self.history else []
+        self.add_budget(out)
         return out
+
+    def add_budget(self, results: dict) -> None:
+        """The arm's budget beside its scores: optimiser steps and trained tokens (wall time is there already)."""
+        if results.get("metrics"):
+            results["metrics"]["optimizer_steps"] = self.optimizer_steps
+            results["metrics"]["train_tokens"] = self.train_tokens
 
     # ------------------------------------------------------------------------------ checkpointed state
 
@@ -192,6 +207,7 @@ class KnowledgeMethod(L.LightningModule):
             "history": self.history,
             "step_times": self.step_times,
             "batches_done": self.batches_done,
+            "budget": {"optimizer_steps": self.optimizer_steps, "train_tokens": self.train_tokens},
             "wall_time_s": self.wall_time(),
             "method_state": self.method_state(),
         }
@@ -201,6 +217,9 @@ class KnowledgeMethod(L.LightningModule):
         self.history = state.get("history", [])
         self.step_times = state.get("step_times", [])
         self.batches_done = state.get("batches_done", 0)
+        budget = state.get("budget", {})
+        self.optimizer_steps = budget.get("optimizer_steps", 0)
+        self.train_tokens = budget.get("train_tokens", 0)
         self._elapsed_before = state.get("wall_time_s", 0.0)
         self._fit_started = time.perf_counter()
         self.load_method_state(state.get("method_state", {}))

@@ -399,6 +399,7 @@ class EditMethod(KnowledgeMethod):
         out["kind"] = self.kind
         evaluated = [r for r in self.history if r.get("evaluated")]
         out["examples"] = evaluated[-1].get("examples", []) if evaluated else []
+        self.add_budget(out)
         return out
 
     # ------------------------------------------------------------------------------ state

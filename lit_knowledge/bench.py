@@ -243,7 +243,7 @@ def overhead(steps: int = 20, batch_size: int = 16, repeats: int = 3, warmup: in
     module_cls = _bench_module_cls()
     reference = module_cls(cfg)
     init_state = copy.deepcopy(reference.model.state_dict())
-    model, tokenizer = load_model(cfg)
+    model, tokenizer = load_model(cfg.model, cfg)
     if tokenizer.get_vocab() != reference.tokenizer.get_vocab():
         raise RuntimeError("load_model's tokenizer differs from PretrainReader's: the two sides would not match")
     n_batches = warmup + steps + 1

@@ -380,7 +380,7 @@ def _method_name(layers: list[DictConfig]) -> str:
 
 def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
-    from lit_knowledge.methods import params_of  # cheap (no torch); imported here: methods import this module
+    from lit_knowledge.methods import params_of  # cheap: the table of "module:attr" strings
 
     files = [(path, _read_yaml(path)) for path in config_files]
     dots = _parse_overrides(list(overrides))

@@ -35,7 +35,8 @@ def ship(cfg, out_root: Path, seconds: float, cache_entry: Path, command: str = 
     import torch
     import transformers
 
-    from lit_knowledge.methods.pretrain import MANIFEST, READER_REPORT, file_sha256, reader_key, reader_recipe
+    from lit_knowledge.builds import MANIFEST, file_sha256
+    from lit_knowledge.methods.pretrain import READER_REPORT, reader_key, reader_recipe
 
     key = reader_key(cfg)
     final = out_root / key

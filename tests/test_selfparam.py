@@ -278,7 +278,7 @@ def test_chat_template_puts_the_document_in_the_teachers_user_turn():
 
     cfg = load_config([], TINY + ["model.chat_template=true"])
     torch.manual_seed(0)
-    model, tokenizer = load_model(cfg)
+    model, tokenizer = load_model(cfg.model, cfg)
     tokenizer.chat_template = CHAT
     m = SelfParam(cfg, model, tokenizer)
     step = m.stream.steps[0]

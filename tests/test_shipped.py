@@ -56,8 +56,9 @@ QUICKSTART = str(CONFIGS / "quickstart.yaml")
 def shipped_manifest() -> dict:
     import json
 
+    from lit_knowledge.builds import MANIFEST
     from lit_knowledge.config import load_config
-    from lit_knowledge.methods.pretrain import MANIFEST, SHIPPED_READERS, reader_key
+    from lit_knowledge.methods.pretrain import SHIPPED_READERS, reader_key
 
     path = SHIPPED_READERS / reader_key(load_config([QUICKSTART])) / MANIFEST
     assert path.is_file(), f"the default reader is not shipped ({path}); make reader ships it"

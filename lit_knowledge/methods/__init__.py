@@ -3,35 +3,39 @@
 The table below is the registry. A method's module imports torch, Lightning and transformers, so it is
 imported only when that method is chosen (`METHODS.get(name)`); its hyper-parameters live in
 lit_knowledge/methods/params.py, which is cheap to import: loading a config, `--help-config` and
-`--list-methods` never load a method module.
+`--list-methods` never load a method module. Both are named as "module:attr" strings, so this package
+imports nothing of lit_knowledge but the registry: the config loader may import it without a cycle
+(params.py imports the config).
 """
 
 from __future__ import annotations
 
-from lit_knowledge.methods import params as P
+import importlib
+
 from lit_knowledge.registry import Registry
 
-# name: (the LightningModule as "module:attr", its Params dataclass, one line on what it does)
+P = "lit_knowledge.methods.params:"
+# name: (the LightningModule as "module:attr", its Params dataclass as "module:attr", one line on what it does)
 TABLE = {
-    "base": ("lit_knowledge.methods.baselines:Base", P.MethodParams,
+    "base": ("lit_knowledge.methods.baselines:Base", P + "MethodParams",
              "the model as it is: closed-book, no update (the floor)"),
-    "in_context": ("lit_knowledge.methods.baselines:InContext", P.MethodParams,
+    "in_context": ("lit_knowledge.methods.baselines:InContext", P + "MethodParams",
                    "the probe's own document in the prompt (the ceiling for closed-book methods)"),
-    "ft_context": ("lit_knowledge.methods.baselines:FTContext", P.FineTuneParams,
+    "ft_context": ("lit_knowledge.methods.baselines:FTContext", P + "FineTuneParams",
                    "FT(C): next-token fine-tuning on the documents (full or LoRA)"),
-    "ft_qa": ("lit_knowledge.methods.baselines:FTQA", P.FineTuneParams,
+    "ft_qa": ("lit_knowledge.methods.baselines:FTQA", P + "FineTuneParams",
               "FT(S): next-token fine-tuning on the documents' QA sets (full or LoRA)"),
-    "rag_bm25": ("lit_knowledge.methods.baselines:RAGBM25", P.RAGParams,
+    "rag_bm25": ("lit_knowledge.methods.baselines:RAGBM25", P + "RAGParams",
                  "BM25 retrieval of the documents seen so far into the prompt"),
-    "selfparam": ("lit_knowledge.methods.selfparam:SelfParam", P.SelfParamParams,
+    "selfparam": ("lit_knowledge.methods.selfparam:SelfParam", P + "SelfParamParams",
                   "SELF-PARAM: distil a teacher that reads the document into a student that does not"),
-    "oedit": ("lit_knowledge.methods.oedit:OEdit", P.OEditParams,
+    "oedit": ("lit_knowledge.methods.oedit:OEdit", P + "OEditParams",
               "O-Edit / O-Edit+: sequential edits, each gradient orthogonal to the earlier edits"),
-    "ft_l": ("lit_knowledge.methods.oedit:FTL", P.FTLParams,
+    "ft_l": ("lit_knowledge.methods.oedit:FTL", P + "FTLParams",
              "FT-L: the same sequential editor without any projection"),
-    "alphaedit": ("lit_knowledge.methods.oedit:AlphaEdit", P.AlphaEditParams,
+    "alphaedit": ("lit_knowledge.methods.oedit:AlphaEdit", P + "AlphaEditParams",
                   "AlphaEdit-style closed-form edit of one matrix, in the null space of the model's knowledge"),
-    "pretrain": ("lit_knowledge.methods.pretrain:PretrainReader", P.MethodParams,
+    "pretrain": ("lit_knowledge.methods.pretrain:PretrainReader", P + "MethodParams",
                  "pretrain the synthetic world's reader (cached and reused by model.name=reader)"),
 }
 
@@ -43,7 +47,8 @@ for _name, (_target, _, _) in TABLE.items():
 def params_of(name: str) -> type:
     """The Params dataclass of method `name`, importing nothing heavy (an unknown name: did-you-mean error)."""
     METHODS.check(name)
-    return TABLE[name][1]
+    module, _, attr = TABLE[name][1].partition(":")
+    return getattr(importlib.import_module(module), attr)
 
 
 def description(name: str) -> str:

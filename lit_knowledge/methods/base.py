@@ -29,7 +29,7 @@ from lit_knowledge.data.prompts import encode_example, qa_prompt
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.protocol import StreamProtocol, summarize
-from lit_knowledge.models import load_model
+from lit_knowledge.methods.components import load_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 
 
@@ -72,7 +72,7 @@ class KnowledgeMethod(L.LightningModule):
         self.params = cfg.method
         self.stream = load_stream(cfg)  # before the model: a data mistake must not wait minutes for a model load
         if model is None:
-            model, tokenizer = load_model(cfg)
+            model, tokenizer = load_model(cfg.model, cfg)
         self.model, self.tokenizer = model, tokenizer
         self.chat = chat_tokenizer(cfg, tokenizer)
         self.model.train()  # from_pretrained returns a model in eval mode

@@ -167,13 +167,13 @@ def gram_schmidt(vector: torch.Tensor, basis: torch.Tensor) -> torch.Tensor:
 
 def load_edit_model(cfg):
     """(model, tokenizer) as `model.name` says; a path starting with ~ is expanded (the provisioned SmolLM2)."""
-    from lit_knowledge.models import load_model
+    from lit_knowledge.methods.components import load_model
     from lit_knowledge.models.build import load_pretrained
 
     name = cfg.model.name
     if name.startswith("~"):
         return load_pretrained(cfg.model, os.path.expanduser(name))
-    return load_model(cfg)
+    return load_model(cfg.model, cfg)
 
 
 def edited_modules(model, params) -> dict[str, torch.nn.Linear]:

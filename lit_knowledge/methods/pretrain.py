@@ -16,21 +16,16 @@ any other is pretrained on first use and cached under `<run.cache_dir>/readers/<
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
-import shutil
 import sys
-import time
 from pathlib import Path
 
 import lightning as L
 import torch
 from omegaconf import OmegaConf
 
-from lit_knowledge.config import MethodParams, config_hash, to_dict
-from lit_knowledge.console import PhaseBar, quiet_libraries
+from lit_knowledge.builds import CachedBuild, cache_root
+from lit_knowledge.config import MethodParams, to_dict
 from lit_knowledge.data.datamodules import PretrainDataModule
 from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_prompt
 from lit_knowledge.data.world import World
@@ -39,17 +34,11 @@ from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.models.build import build_tiny_llama, save_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.tokenizer import train_word_tokenizer
-from lit_knowledge.run import global_rank
 
 READER_REPORT = "reader.json"
 SHIPPED_READERS = Path(__file__).resolve().parents[2] / "data" / "readers"
-MANIFEST = "manifest.json"
 # The bars a reader must clear (issue: competent reader that does not know the stream).
 BARS = {"in_context_f1": (">=", 0.8), "closed_book_stream_f1": ("<=", 0.2), "background_f1": (">=", 0.8)}
-
-
-def cache_root(cfg) -> Path:
-    return Path(os.environ.get("LIT_KNOWLEDGE_CACHE") or cfg.run.cache_dir).expanduser()
 
 
 def reader_recipe(cfg) -> dict:
@@ -61,40 +50,24 @@ def reader_recipe(cfg) -> dict:
             "seed": cfg.run.seed, "max_length": cfg.data.max_length}
 
 
+def reader_build(cfg) -> CachedBuild:
+    """This config's reader as a cached build (shipped in data/readers/ when its key is the default's)."""
+    return CachedBuild("readers", reader_recipe(cfg), cache_root(cfg), record=READER_REPORT,
+                       shipped_root=SHIPPED_READERS)
+
+
 def reader_key(cfg) -> str:
-    return config_hash(reader_recipe(cfg))
+    return reader_build(cfg).key
 
 
 def reader_dir(cfg) -> Path:
     """Where this config's reader is cached once pretrained here."""
-    return cache_root(cfg) / "readers" / reader_key(cfg)
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def shipped_reader(cfg) -> Path | None:
-    """The repository's reader for this config's key, when every file matches the hash in its manifest."""
-    path = SHIPPED_READERS / reader_key(cfg)
-    if not (path / MANIFEST).is_file():
-        return None
-    files = json.loads((path / MANIFEST).read_text())["files"]
-    changed = [name for name, digest in files.items() if not (path / name).is_file() or file_sha256(path / name) != digest]
-    if changed:
-        print(f"lit_knowledge: the shipped reader in {path} does not match its manifest ({', '.join(changed)}); "
-              "using or pretraining a cached one instead (make reader rebuilds the shipped files)", file=sys.stderr)
-        return None
-    return path
+    return reader_build(cfg).path
 
 
 def find_reader(cfg) -> Path | None:
     """This config's reader if it exists already: the shipped one, else the cached one."""
-    shipped = shipped_reader(cfg)
-    if shipped is not None:
-        return shipped
-    cached = reader_dir(cfg)
-    return cached if (cached / READER_REPORT).exists() else None
+    return reader_build(cfg).find()
 
 
 class PretrainReader(L.LightningModule):
@@ -198,27 +171,12 @@ class PretrainReader(L.LightningModule):
 
 def save_reader(cfg, model, tokenizer, report: dict) -> Path:
     """Write the reader into the cache atomically: a half-written reader is never picked up."""
-    final = reader_dir(cfg)
-    tmp = final.with_name(final.name + f".tmp{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tokenizer, tmp)
-    (tmp / READER_REPORT).write_text(json.dumps({"report": report, "key": reader_key(cfg)}, indent=2))
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    return final
+    return reader_build(cfg).publish(lambda directory: save_model(model, tokenizer, directory), report)
 
 
 def ensure_reader(cfg) -> Path:
     """This config's reader (`find_reader`), pretrained into the cache first when there is none yet."""
-    found = find_reader(cfg)
-    if found is not None:
-        return found
-    path = reader_dir(cfg)
-    if global_rank() != 0:  # in a multi-process launch rank zero pretrains; the others wait for its result
-        while not (path / READER_REPORT).exists():
-            time.sleep(5)
-        return path
-    return pretrain_reader(cfg)
+    return reader_build(cfg).ensure(lambda build: pretrain_reader(cfg))
 
 
 def pretrain_reader(cfg) -> Path:
@@ -227,34 +185,14 @@ def pretrain_reader(cfg) -> Path:
     A preemption notice during pretraining checkpoints it beside the entry (`<key>.partial`); the requeued job
     goes on from that step.
     """
-    from lightning.pytorch.plugins.environments import SLURMEnvironment
-
-    from lit_knowledge.preemption import Preempted
-    from lit_knowledge.requeue import RequeueOnSignal
-    from lit_knowledge.run import checkpoint_step
-
-    path = reader_dir(cfg)
-    partial = path.with_name(path.name + ".partial")
-    saved = sorted((s, str(p)) for p in partial.glob("hpc_ckpt_*.ckpt") if (s := checkpoint_step(p)) is not None)
-    ckpt = saved[-1][1] if saved else None
+    build = reader_build(cfg)
+    resume = build.checkpoint_to_resume()
     print(f"lit_knowledge: pretraining the world's reader ({cfg.pretrain.max_steps} steps"
-          f"{f', going on from step {saved[-1][0]}' if ckpt else ''}); it is cached in {path}", file=sys.stderr)
-    quiet_libraries()
+          f"{f', going on from step {resume[0]}' if resume else ''}); it is cached in {build.path}", file=sys.stderr)
     # The reader learns the world, whichever of its streams (knowledge or edits) the run then reads.
     cfg = OmegaConf.merge(cfg, {"data": {"source": "world"}})
-    requeue = RequeueOnSignal(partial)
     with torch.random.fork_rng(devices=[]):  # the caller's random state stays as it was (its loader draws seeds)
         module = PretrainReader(cfg)
-        bar = [PhaseBar(module.phase)] if cfg.trainer.enable_progress_bar else []
-        trainer = L.Trainer(max_steps=cfg.pretrain.max_steps, accelerator=cfg.trainer.accelerator, devices=1,
-                            logger=False, enable_checkpointing=False, enable_model_summary=False,
-                            enable_progress_bar=cfg.trainer.enable_progress_bar,
-                            gradient_clip_val=cfg.trainer.gradient_clip_val, callbacks=[requeue, *bar],
-                            plugins=[SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else [])
-        partial.mkdir(parents=True, exist_ok=True)
-        trainer.fit(module, datamodule=module.datamodule(), ckpt_path=ckpt)
-    if requeue.requeued:
-        raise Preempted("reader pretraining", saved=f"pretraining checkpointed at step {trainer.global_step} in "
-                                                  f"{partial}", requeued=True)
-    shutil.rmtree(partial, ignore_errors=True)
-    return path
+    build.fit(module, cfg.pretrain.max_steps, cfg.trainer, "reader pretraining")
+    build.clean()
+    return build.path

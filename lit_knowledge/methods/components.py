@@ -1,0 +1,24 @@
+"""Where a method gets its models: any model section, the world's reader included.
+
+`load_model(section, cfg)` takes a section shaped like `cfg.model`, so one method can hold two models (a
+teacher and a student of different sizes). `name: reader` is the world's pretrained reader, a cached build
+(lit_knowledge/builds.py) keyed by the section's `tiny` shape, the world's background and the pretraining
+recipe: built once per key, then reused.
+"""
+
+from __future__ import annotations
+
+from omegaconf import OmegaConf
+
+from lit_knowledge import models
+
+
+def load_model(section, cfg):
+    """(model, tokenizer) for `section`; the reader is pretrained into the cache first when it is not there yet."""
+    if section.name == "reader":
+        from lit_knowledge.methods.pretrain import ensure_reader
+        from lit_knowledge.models.build import load_pretrained
+
+        with_section = cfg if section is cfg.model else OmegaConf.merge(cfg, {"model": section})
+        return load_pretrained(section, str(ensure_reader(with_section)))
+    return models.load_model(section, cfg)

@@ -3,7 +3,7 @@
 A run's configuration is built in this order:
 
 1. the schema defaults below;
-2. each `--config FILE` in turn (later files win);
+2. each `--config FILE` in turn (later files win), each after the files its `include:` list names;
 3. each `key=value` override from the command line (values are parsed as YAML).
 
 The `method:` section is typed by the chosen method: every method declares a `Params` dataclass
@@ -20,6 +20,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -29,6 +30,9 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from lit_knowledge.errors import UserError, did_you_mean
+
+REPO = Path(__file__).resolve().parents[1]
+INCLUDE = "include"  # a config file's list of other config files, merged before it
 
 
 def doc(default: Any = dataclasses.MISSING, help: str = "", choices: tuple = (), factory=None,
@@ -351,8 +355,60 @@ def _kind(value) -> str:
     return f"a {type(value).__name__}"
 
 
-def _read_yaml(path: str) -> DictConfig:
-    return read_yaml_mapping(path)
+def config_layers(path: str, chain: tuple[Path, ...] = ()) -> list[tuple[str, DictConfig]]:
+    """(file, its own keys) for a config file and every file it includes, in merge order.
+
+    A file's `include:` (a list of files, or one) is merged before the file itself, in order and depth first,
+    so the including file wins. An included path is relative to the including file, else to the repository.
+    """
+    node = read_yaml_mapping(path)
+    chain = (*chain, Path(path).resolve())
+    layers = []
+    for name in _include_list(path, node.pop(INCLUDE, None)):
+        included = _find_included(path, name)
+        if included.resolve() in chain:
+            loop = " -> ".join(_short(p) for p in (*chain, included.resolve()))
+            raise UserError(f"config file {path} includes {name}, which leads back to it ({loop}); "
+                            "remove one of those includes")
+        layers += config_layers(str(included), chain)
+    return [*layers, (path, node)]
+
+
+def read_config(path: str) -> DictConfig:
+    """A config file with its includes merged in, as written (not yet checked against the schema)."""
+    return OmegaConf.merge(*(node for _, node in config_layers(path)))
+
+
+def is_fragment(path: str | Path) -> bool:
+    """A config named _*.yaml only holds keys for other configs to include: it is not a run of its own."""
+    return Path(path).name.startswith("_")
+
+
+def _include_list(path: str, value) -> list[str]:
+    """The `include:` value as a list of file names (one name alone is a list of one)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, ListConfig) and all(isinstance(n, str) for n in value):
+        return list(value)
+    given = OmegaConf.to_container(value) if isinstance(value, (DictConfig, ListConfig)) else value
+    raise UserError(f"config file {path}: include takes a list of config files (include: [other.yaml]), "
+                    f"not {given!r}")
+
+
+def _find_included(path: str, name: str) -> Path:
+    """The included file next to the including one, else from the repository root (as data paths are)."""
+    for base in (Path(path).parent, REPO):
+        candidate = Path(os.path.normpath(base / Path(name).expanduser()))
+        if candidate.is_file():
+            return candidate
+    raise UserError(f"config file {path} includes {name}, which is neither next to it nor under {REPO}; "
+                    "fix the path in its include: list")
+
+
+def _short(path: Path) -> str:
+    return str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path)
 
 
 def _parse_overrides(overrides: list[str]) -> list[tuple[str, DictConfig]]:
@@ -382,7 +438,7 @@ def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> Dict
     """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
     from lit_knowledge.methods import params_of  # cheap: the table of "module:attr" strings
 
-    files = [(path, _read_yaml(path)) for path in config_files]
+    files = [layer for path in config_files for layer in config_layers(path)]
     dots = _parse_overrides(list(overrides))
     method = _method_name([node for _, node in files] + [node for _, node in dots])
     params_cls = params_of(method)

@@ -12,8 +12,10 @@ import sys
 import time
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from lit_knowledge import preemption
-from lit_knowledge.config import describe, load_config, to_dict, to_yaml
+from lit_knowledge.config import describe, is_fragment, load_config, read_config, to_dict, to_yaml
 from lit_knowledge.errors import UserError, cli_entry_point
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -33,7 +35,8 @@ def parse_args(argv):
         epilog="Every config key, its type and default: --help-config.",
     )
     parser.add_argument("overrides", nargs="*", help="key=value overrides, e.g. trainer.max_steps=10")
-    parser.add_argument("--config", action="append", default=[], help="YAML config file (repeatable)")
+    parser.add_argument("--config", action="append", default=[],
+                        help="YAML config file (repeatable; the files its include: list names merge first)")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--dry-run", action="store_true", help="build data, model and method, then exit")
     parser.add_argument("--resume", default="auto",
@@ -44,20 +47,17 @@ def parse_args(argv):
 
 
 def shipped_configs(configs_dir: Path = CONFIGS) -> dict[str, list[str]]:
-    """method name -> the run configs under configs/ that choose it (group files under experiments/ excluded)."""
-    import yaml
-
+    """method name -> the run configs under configs/ that choose it (group files and _*.yaml fragments excluded)."""
     found: dict[str, list[str]] = {}
     for path in sorted(p for ext in ("*.yaml", "*.yml") for p in configs_dir.rglob(ext)):
-        if "experiments" in path.relative_to(configs_dir).parts:
+        if "experiments" in path.relative_to(configs_dir).parts or is_fragment(path):
             continue
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError:
+            method = OmegaConf.select(read_config(str(path)), "method.name")
+        except UserError:  # a broken file is reported when it is run, not here
             continue
-        method = raw.get("method") if isinstance(raw, dict) else None
-        if isinstance(method, dict) and "name" in method:
-            found.setdefault(str(method["name"]), []).append(str(path.relative_to(configs_dir.parent)))
+        if method is not None:
+            found.setdefault(str(method), []).append(str(path.relative_to(configs_dir.parent)))
     return found
 
 

@@ -17,12 +17,17 @@ from pathlib import Path
 
 import pytest
 
+from lit_knowledge.config import is_fragment
+
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
 DEBUG_YAML = CONFIGS / "debug.yaml"
-# configs/experiments/ holds groups of runs (lit_knowledge.sweep), every other YAML is a run config.
+# configs/experiments/ holds groups of runs (lit_knowledge.sweep); a _*.yaml file is a fragment other configs
+# include (lit_knowledge.config.is_fragment); every other YAML is a run config.
 GROUPS = CONFIGS / "experiments"
-ALL_CONFIGS = sorted(p for ext in ("*.yaml", "*.yml") for p in CONFIGS.rglob(ext) if GROUPS not in p.parents)
+YAML_FILES = sorted(p for ext in ("*.yaml", "*.yml") for p in CONFIGS.rglob(ext) if GROUPS not in p.parents)
+ALL_CONFIGS = [p for p in YAML_FILES if not is_fragment(p)]
+FRAGMENTS = [p for p in YAML_FILES if is_fragment(p)]
 GROUP_FILES = sorted(GROUPS.glob("*.yaml"))
 
 # Never touch the network, and keep every library's files out of the home directory. These are set for

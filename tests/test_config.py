@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import yaml
-from conftest import ALL_CONFIGS, CONFIGS, REPO
+from conftest import ALL_CONFIGS, CONFIGS, FRAGMENTS, REPO
 from omegaconf import OmegaConf
 
 from lit_knowledge import train
 from lit_knowledge.config import (
     VOLATILE_KEYS,
     config_hash,
+    config_layers,
     identity,
     load_config,
+    read_config,
     to_dict,
     to_yaml,
     valid_keys,
@@ -47,8 +51,8 @@ def test_configs_dir_is_found():
 @pytest.mark.parametrize("path", ALL_CONFIGS, ids=lambda p: str(p.relative_to(CONFIGS)))
 def test_every_config_file_loads(path):
     cfg = load_config([str(path)])
-    raw = yaml.safe_load(path.read_text()) or {}
-    # Every value the file sets is what the loaded config holds.
+    raw = OmegaConf.to_container(read_config(str(path)))
+    # Every value the file and its includes set is what the loaded config holds.
     flat = {}
 
     def walk(node, prefix=""):
@@ -63,6 +67,12 @@ def test_every_config_file_loads(path):
         assert OmegaConf.select(cfg, key) == value, key
     assert cfg.method.name == raw.get("method", {}).get("name", "base")
     assert OmegaConf.is_readonly(cfg)
+
+
+@pytest.mark.parametrize("path", FRAGMENTS, ids=lambda p: str(p.relative_to(CONFIGS)))
+def test_every_fragment_is_included_by_a_shipped_config(path):
+    included = {Path(source).resolve() for config in ALL_CONFIGS for source, _ in config_layers(str(config))}
+    assert path.resolve() in included, f"{path.name} is included by no config under {CONFIGS}"
 
 
 def test_defaults_without_files():
@@ -110,6 +120,73 @@ def test_method_section_is_typed_by_method_name(tmp_path):
     assert cfg.method.top_k == 4
     # base has no lr
     assert "lr" not in load_config().method
+
+
+# ------------------------------------------------------------------------------------------ include
+
+
+def test_include_merges_in_order_and_the_including_file_wins(tmp_path):
+    write(tmp_path / "a.yaml", "run:\n  seed: 1\n  experiment: a\ntrainer:\n  max_steps: 7\n")
+    write(tmp_path / "b.yaml", "run:\n  experiment: b\n")
+    top = write(tmp_path / "top.yaml", "include: [a.yaml, b.yaml]\ntrainer:\n  max_steps: 9\n")
+    cfg = load_config([top])
+    assert (cfg.run.seed, cfg.run.experiment, cfg.trainer.max_steps) == (1, "b", 9)
+    assert "include" not in cfg and "include" not in read_config(top)
+
+
+def test_include_nests_takes_one_name_and_reads_paths_from_the_including_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "base.yaml", "method:\n  name: ft_qa\n  lr: 0.5\n")
+    write(tmp_path / "sub" / "mid.yaml", "include: ../base.yaml\nmethod:\n  epochs_per_step: 2\n")
+    top = write(tmp_path / "top.yaml", "include: sub/mid.yaml\n")
+    cfg = load_config([top], ["method.lr=0.25"])
+    assert (cfg.method.name, cfg.method.lr, cfg.method.epochs_per_step) == ("ft_qa", 0.25, 2)
+
+
+def test_include_falls_back_to_the_repository_root(tmp_path):
+    top = write(tmp_path / "top.yaml", "include: [configs/debug.yaml]\n")
+    assert load_config([top]) == load_config([str(CONFIGS / "debug.yaml")])
+
+
+def test_a_later_config_file_still_wins_over_an_earlier_ones_includes(tmp_path):
+    write(tmp_path / "a.yaml", "run:\n  seed: 1\n")
+    top = write(tmp_path / "top.yaml", "include: [a.yaml]\n")
+    later = write(tmp_path / "later.yaml", "run:\n  seed: 2\n")
+    assert load_config([top, later]).run.seed == 2
+
+
+def test_an_include_cycle_is_a_one_line_error(tmp_path):
+    a = write(tmp_path / "a.yaml", "include: [b.yaml]\n")
+    write(tmp_path / "b.yaml", "include: [a.yaml]\n")
+    msg = user_error([a])
+    assert "b.yaml" in msg and "a.yaml" in msg and "remove one of those includes" in msg
+    itself = write(tmp_path / "self.yaml", "include: self.yaml\n")
+    assert "leads back to it" in user_error([itself])
+
+
+def test_a_missing_included_file_is_a_one_line_error_naming_it(tmp_path):
+    top = write(tmp_path / "top.yaml", "include: [nowhere.yaml]\n")
+    msg = user_error([top])
+    assert top in msg and "nowhere.yaml" in msg and "include" in msg
+
+
+@pytest.mark.parametrize("value", ["3", "{a: b.yaml}", "[a.yaml, 4]"])
+def test_include_must_be_a_list_of_file_names(tmp_path, value):
+    top = write(tmp_path / "top.yaml", f"include: {value}\n")
+    msg = user_error([top])
+    assert top in msg and "include takes a list of config files" in msg
+
+
+def test_a_mistake_in_an_included_file_names_that_file(tmp_path):
+    inner = write(tmp_path / "inner.yaml", "trainer:\n  max_stepz: 3\n")
+    msg = user_error([write(tmp_path / "top.yaml", "include: [inner.yaml]\n")])
+    assert inner in msg and "did you mean trainer.max_steps?" in msg
+
+
+def test_a_bad_include_stops_the_cli_with_one_line(capsys, tmp_path):
+    top = write(tmp_path / "top.yaml", "include: [nowhere.yaml]\n")
+    code, _, err = main_out(capsys, "--config", top, "--print-config")
+    assert code == 2 and err.count("\n") == 1 and err.startswith("error: ") and "nowhere.yaml" in err
 
 
 # ------------------------------------------------------------------------------------------ errors

@@ -470,8 +470,8 @@ REAL_CONFIGS = [f"{source}_smollm{arm}.yaml" for source in ("counterfact", "zsre
 @pytest.mark.parametrize("name", WORLD_CONFIGS + REAL_CONFIGS)
 def test_dry_run_of_every_oedit_config(name, tmp_path, capsys):
     path = CONFIGS / "oedit" / name
-    cfg = OmegaConf.load(path)
-    model = str(OmegaConf.select(cfg, "model.name"))
+    cfg = load_config([str(path)])
+    model = str(cfg.model.name)
     if name in REAL_CONFIGS and not Path(os.path.expanduser(model)).exists():
         pytest.skip(f"{model} is not provisioned (python -m lit_knowledge.models.provision smollm2)")
     code = train.main(["--config", str(path), f"run.root={tmp_path / 'runs'}", "logger.backend=none", "--dry-run"])

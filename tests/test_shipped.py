@@ -10,9 +10,10 @@ from conftest import ALL_CONFIGS, CONFIGS, REPO
 from omegaconf import OmegaConf
 
 import lit_knowledge.data.readers  # noqa: F401  (importing the readers registers the real-data sources)
+from lit_knowledge.config import read_config
 from lit_knowledge.data.sources import SOURCES
 
-DATA_CONFIGS = [p for p in ALL_CONFIGS if OmegaConf.select(OmegaConf.load(p), "data.path")]
+DATA_CONFIGS = [p for p in ALL_CONFIGS if OmegaConf.select(read_config(str(p)), "data.path")]
 
 
 def tracked_by_git(path: Path) -> bool | None:

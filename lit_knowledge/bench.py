@@ -160,12 +160,9 @@ def run_lightning(cfg, module_cls, init_state, batches, log_dir: str, seed: int)
     # The callbacks `lit_knowledge.train.run_experiment` gives a run (the method's own, the SIGUSR1 requeue
     # handler), then the clock; only the checkpoint callback (it needs a run directory) is left out.
     callbacks = list(module.callbacks()) if hasattr(module, "callbacks") else []
-    try:
-        from lit_knowledge.requeue import RequeueOnSignal
+    from lit_knowledge.requeue import RequeueOnSignal
 
-        callbacks.append(RequeueOnSignal(Path(log_dir)))
-    except ImportError:
-        pass
+    callbacks.append(RequeueOnSignal(Path(log_dir)))
     clock = StepClock()
     trainer = build_trainer(cfg, run=None, logger=logger, max_steps=len(batches), max_epochs=None,
                             callbacks=[*callbacks, clock], model=module.model)

@@ -31,3 +31,36 @@ def test_batches_hold_examples_of_similar_length():
     real = sum(int(b["attention_mask"].sum()) for b in rows)
     padded = sum(b["attention_mask"].numel() for b in rows)
     assert real / padded > 0.8  # random batches of lengths 1..40 would be about half padding
+
+
+def test_a_plan_shuffles_each_pass_unless_the_method_keeps_the_documents_order():
+    from lit_knowledge.data.datamodules import plan_batches
+
+    shuffled = plan_batches([6, 4], epochs=2, batch_size=4, seed=0)
+    kept = plan_batches([6, 4], epochs=2, batch_size=4, seed=0, keep_order=True)
+    order = lambda plan, step: [i for s, _, idx in plan if s == step for i in idx]  # noqa: E731
+    assert order(kept, 0) == [0, 1, 2, 3, 4, 5] * 2 and order(kept, 1) == [0, 1, 2, 3] * 2
+    assert order(shuffled, 0) != order(kept, 0) and sorted(order(shuffled, 0)) == sorted(order(kept, 0))
+    assert [(s, last) for s, last, _ in kept] == [(s, last) for s, last, _ in shuffled]  # same steps, same ends
+
+
+def test_a_method_that_keeps_the_order_trains_a_step_in_the_streams_order():
+    from datasets import Dataset
+
+    from lit_knowledge.data.datamodules import KnowledgeStreamDataModule
+
+    class Method:  # what the datamodule asks of a method
+        epochs_per_step, keeps_document_order, batches_done = 1, True, 0
+        tokenizer = type("T", (), {"pad_token_id": 0})
+
+        def stream_units(self):
+            return [0, 1]
+
+        def training_examples(self, step):
+            return Dataset.from_list([{"input_ids": [10 * step + i], "labels": [1]} for i in range(5)])
+
+    dm = KnowledgeStreamDataModule(None, Method(), batch_size=2, seed=0)
+    seen = [int(t) for b in dm.train_dataloader() for t in b["input_ids"][:, 0]]
+    assert seen == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
+    assert dm.examples(1)["input_ids"] == [[10], [11], [12], [13], [14]]
+    assert dm.batch(0)["stream_step"] == 0

@@ -275,3 +275,21 @@ def test_dialogue_scores_answers_only_unless_asked_to_score_prompts(tokenizer):
     assert everything["labels"] == everything["input_ids"]
     scored = [t for t in answers_only["labels"] if t != IGNORE]
     assert len(scored) == 4 and scored[1] == scored[3] == tokenizer.eos_token_id  # two one-word answers, each + eos
+
+
+def test_evaluating_restores_the_models_mode_on_an_error_too():
+    from lit_knowledge.models.modes import evaluating
+
+    model = torch.nn.Linear(2, 2).train()
+    with evaluating(model):
+        assert not model.training
+    assert model.training
+    try:
+        with evaluating(model):
+            raise RuntimeError("boom")
+    except RuntimeError:
+        pass
+    assert model.training
+    with evaluating(model.eval()):
+        pass
+    assert not model.training

@@ -38,7 +38,7 @@ def make(method: str, *overrides: str):
     m = METHODS.get(method)(cfg)
     dm = m.datamodule()
     dm.setup()
-    m._batches = dm._dataset  # one planned batch per edit
+    m._batches = [dm.batch(i) for i in range(len(m.stream.edits))]  # one planned batch per edit
     return m
 
 

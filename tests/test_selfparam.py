@@ -208,7 +208,7 @@ def test_gradients_reach_only_the_adapter():
     m = method()
     dm = m.datamodule()
     dm.setup()
-    batch = dm._dataset[0]
+    batch = dm.batch(0)
     m.log = lambda *a, **k: None  # no trainer attached: logging is a no-op here
     loss = m.training_step(batch, 0)
     loss.backward()
@@ -263,9 +263,9 @@ def test_cached_teacher_gives_the_same_loss_as_the_live_teacher():
         datamodule = dm_cached
 
     cached._trainer = Trainer()
-    batch = dm_live._dataset[0]
+    batch = dm_live.batch(0)
     a = live.training_step(batch, 0)
-    b = cached.training_step(dm_cached._dataset[0], 0)
+    b = cached.training_step(dm_cached.batch(0), 0)
     assert torch.allclose(a, b, atol=1e-5)
 
 

@@ -16,15 +16,10 @@ import sys
 from omegaconf import OmegaConf
 
 import lit_knowledge.data.readers  # noqa: F401  (registers the real-data sources)
+import lit_knowledge.data.world  # noqa: F401  (registers the `world` sources)
 from lit_knowledge.config import DataConfig
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.errors import cli_entry_point
-
-try:  # the synthetic world registers the `world` source once its module exists
-    import lit_knowledge.data.world  # noqa: F401
-except ModuleNotFoundError as e:
-    if e.name != "lit_knowledge.data.world":
-        raise
 
 
 def stats(source: str, path: str, docs_per_step: int) -> dict:

@@ -5,7 +5,8 @@ each DataModule takes the method, which owns the tokenizer and says what its tra
 
 Knowledge stream: one epoch walks the stream in order. For stream step k it yields the method's
 training examples for that step (`method.training_examples(step)`, a `datasets.Dataset`), repeated
-`method.epochs_per_step` times in a seeded shuffle, cut into batches. Every batch carries its
+`method.epochs_per_step` times in a seeded shuffle (or in the stream's order, for a method whose state
+depends on the order it reads documents in: `method.keeps_document_order`), cut into batches. Every batch carries its
 `stream_step` and whether it is the last of its step, which is where the method finishes the step
 (merge, record, evaluate). A step with nothing to train on still yields one empty batch, so the step
 boundary is always seen. The whole plan is fixed by the seed, so a resumed run skips exactly the
@@ -44,14 +45,18 @@ class _PlannedBatches(TorchDataset):
         return batch
 
 
-def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int) -> list[tuple[int, bool, list[int]]]:
+def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int,
+                 keep_order: bool = False) -> list[tuple[int, bool, list[int]]]:
+    """(stream_step, is_last_of_step, example indices) of every batch: each step's examples `epochs` times,
+    shuffled per pass with a seed of the step's own, or in their order with `keep_order`."""
     plan = []
     for step, n in enumerate(sizes):
         order = []
         rng = random.Random(seed * 1_000_003 + step)
         for _ in range(epochs if n else 0):
             perm = list(range(n))
-            rng.shuffle(perm)
+            if not keep_order:
+                rng.shuffle(perm)
             order += perm
         chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)] or [[]]
         plan += [(step, i == len(chunks) - 1, chunk) for i, chunk in enumerate(chunks)]
@@ -101,8 +106,19 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None):
         if self._dataset is None:
             per_step = [self.method.training_examples(unit) for unit in self.method.stream_units()]
-            plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed)
+            plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed,
+                                keep_order=self.method.keeps_document_order)
             self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id)
+
+    def examples(self, step: int) -> Dataset:
+        """The encoded training examples of stream step `step`, as the method gave them."""
+        self.setup()
+        return self._dataset.per_step[step]
+
+    def batch(self, i: int) -> dict:
+        """The i-th batch of the plan, as the walk will see it."""
+        self.setup()
+        return self._dataset[i]
 
     def train_dataloader(self):
         """The plan from the method's stream position on: a resumed run skips the batches it has done."""

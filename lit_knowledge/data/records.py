@@ -1,4 +1,4 @@
-"""Canonical records of the knowledge stream and their JSONL round trip.
+"""Canonical records of the knowledge stream.
 
 Every reader, the synthetic world and every method speak in these three records:
 
@@ -9,11 +9,7 @@ Every reader, the synthetic world and every method speak in these three records:
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
 
 
 @dataclass
@@ -55,44 +51,3 @@ class Edit:
     portability: list[tuple[str, str]] = field(default_factory=list)
     locality_covered: list[tuple[str, str]] = field(default_factory=list)
 
-
-RECORD_TYPES = {"document": Document, "probe": Probe, "edit": Edit}
-R = TypeVar("R", Document, Probe, Edit)
-
-
-def to_dict(record) -> dict:
-    return dataclasses.asdict(record)
-
-
-def from_dict(cls: type[R], d: dict) -> R:
-    """Build a record from a dict; tuples come back as tuples (JSON stores them as lists)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(d) - names
-    if unknown:
-        raise ValueError(f"unknown field(s) {sorted(unknown)} for {cls.__name__}")
-    d = dict(d)
-    if cls is Edit:
-        for key in ("locality", "portability", "locality_covered"):
-            d[key] = [tuple(pair) for pair in d.get(key, [])]
-    return cls(**d)
-
-
-def write_jsonl(path: str | Path, records: Iterable) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for r in records:
-            f.write(json.dumps(to_dict(r), ensure_ascii=False) + "\n")
-    tmp.replace(path)
-
-
-def read_jsonl(path: str | Path, cls: type[R]) -> Iterator[R]:
-    with Path(path).open() as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                yield from_dict(cls, json.loads(line))
-            except (ValueError, TypeError) as e:
-                raise ValueError(f"{path}:{lineno}: bad {cls.__name__} record: {e}") from None

@@ -30,6 +30,7 @@ import torch
 
 from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt, token_ids
 from lit_knowledge.evaluation.metrics import edit_mean, edit_scores, mean, token_match
+from lit_knowledge.models.modes import evaluating
 
 QA_STYLE_SOURCES = ("world_edits",)
 
@@ -69,21 +70,19 @@ def teacher_forced_argmax(model, rows: list[dict], pad_id: int, batch_size: int 
     """For each encoded row, the model's argmax prediction at every scored position (aligned with its labels)."""
     if not rows:
         return []
-    was_training = model.training
-    model.eval()
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start:start + batch_size]
-        batch = collate(chunk, pad_id)
-        ids, mask = batch["input_ids"], batch["attention_mask"]
-        if device is not None:
-            ids, mask = ids.to(device), mask.to(device)
-        logits = model(input_ids=ids, attention_mask=mask).logits
-        pred = logits[:, :-1].argmax(-1).cpu()  # position t predicts token t + 1
-        labels = batch["labels"][:, 1:]
-        for i in range(len(chunk)):
-            out.append(pred[i][labels[i] != IGNORE].tolist())
-    model.train(was_training)
+    with evaluating(model):
+        out = []
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            batch = collate(chunk, pad_id)
+            ids, mask = batch["input_ids"], batch["attention_mask"]
+            if device is not None:
+                ids, mask = ids.to(device), mask.to(device)
+            logits = model(input_ids=ids, attention_mask=mask).logits
+            pred = logits[:, :-1].argmax(-1).cpu()  # position t predicts token t + 1
+            labels = batch["labels"][:, 1:]
+            for i in range(len(chunk)):
+                out.append(pred[i][labels[i] != IGNORE].tolist())
     return out
 
 

@@ -286,10 +286,8 @@ def log_results_to_logger(logger, results: dict, run_dir: Path | None = None) ->
 
 
 def _is_wandb_logger(logger) -> bool:
-    try:
-        from lightning.pytorch.loggers import WandbLogger
-    except ImportError:  # pragma: no cover - lightning is a dependency
-        return False
+    from lightning.pytorch.loggers import WandbLogger
+
     return isinstance(logger, WandbLogger)
 
 

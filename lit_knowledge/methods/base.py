@@ -9,6 +9,7 @@ document) does so in `training_step` and returns None.
 Methods override a few hooks:
 - `training_examples(step) -> datasets.Dataset` — what to train on for a stream step (encoded);
 - `epochs_per_step` — how many passes over those examples per step;
+- `keeps_document_order` — train a step's examples in the stream's order (a memory written in order);
 - `answer(probes) -> list[str]` — how the model answers (closed-book by default);
 - `finish_step(k)` — what happens at the end of a step, before the probes;
 - `after_evaluation(k)` — what happens after the probes (e.g. reset the student);
@@ -65,6 +66,7 @@ class KnowledgeMethod(L.LightningModule):
     kind = "qa"
     phase = "learning the stream"  # the progress bar's name
     epochs_per_step = 1
+    keeps_document_order = False  # True: a step's examples are trained in the stream's order, never shuffled
 
     def __init__(self, cfg, model=None, tokenizer=None):
         super().__init__()

@@ -13,11 +13,10 @@ Fine-tuning is full by default and through LoRA with `model.lora.enabled=true`.
 
 from __future__ import annotations
 
-import random
-
 import bm25s
 
 from lit_knowledge.errors import UserError
+from lit_knowledge.methods import rehearsal
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
 from lit_knowledge.methods.params import FineTuneParams, RAGParams
 from lit_knowledge.models.lora import add_lora, merge_lora
@@ -56,52 +55,10 @@ class FineTune(KnowledgeMethod):
         return encode_all(self.tokenizer, self.pairs(step), self.cfg.data.max_length)
 
     def unrelated_texts(self, step) -> list[list[str]]:
-        """For each document of the step, `unrelated_per_document` of the stream's unrelated texts (seeded)."""
-        texts, n = self.stream.unrelated_texts, self.params.unrelated_per_document
-        rng = random.Random(self.cfg.run.seed * 7919 + step.index)
-        return [rng.sample(texts, min(len(texts), n)) if n else [] for _ in step.documents]
+        return rehearsal.unrelated_texts(self.stream, step, self.params.unrelated_per_document, self.cfg.run.seed)
 
     def namesake_contrasts(self, step) -> dict[str, list[tuple[str, str]]]:
-        """For each document of the step: its QA set's questions about someone who shares part of its subject's
-        name, each with the document's answer.
-
-        Trained towards what the model says closed-book (SELF-PARAM: the teacher reading no document; FT(S):
-        the model's own answers before training), they teach the update to keep what the model said about
-        "luca castellan" while it learns "gus castellan"'s new facts. The answer kept is the document's: where
-        SELF-PARAM compares the two distributions. Swapped parts come from the subjects of this and earlier steps;
-        a namesake is never someone real: no stream subject (of any step) and no one the model knew before.
-        """
-        n = self.params.namesake_contrasts
-        if not n:
-            return {}
-        # The name parts seen so far at each position (first names, last names, ...), per number of parts.
-        seen: dict[int, list[dict[str, None]]] = {}
-        for earlier in self.stream.steps[: step.index + 1]:
-            for d in earlier.documents:
-                parts = d.subject.split()
-                for i, part in enumerate(parts):
-                    seen.setdefault(len(parts), [{} for _ in parts])[i][part] = None
-        real = set(self.stream.known_names) | {d.subject for s in self.stream.steps for d in s.documents}
-        out = {}
-        for d in step.documents:
-            parts = d.subject.split()
-            if len(parts) < 2:
-                continue
-            pool = []  # per position: the names that swapping a seen part in there gives, real people left out
-            for i, part in enumerate(parts):
-                names = [" ".join(other if k == i else p for k, p in enumerate(parts))
-                         for other in seen[len(parts)][i] if other != part]
-                pool.append([name for name in names if name not in real])
-            rng = random.Random(f"{self.cfg.run.seed}/{step.index}/{d.id}")
-            out[d.id] = []
-            for q, a in step.train_qa.get(d.id, []):
-                if d.subject not in q:
-                    continue
-                for j in range(n):
-                    i = j % len(parts)  # swap the first name, then the last name, ...
-                    if pool[i]:
-                        out[d.id].append((q.replace(d.subject, rng.choice(pool[i])), a))
-        return out
+        return rehearsal.namesake_contrasts(self.stream, step, self.params.namesake_contrasts, self.cfg.run.seed)
 
     def training_step(self, batch, batch_idx):
         return self.lm_training_step(batch)

@@ -29,6 +29,7 @@ from lit_knowledge.errors import UserError
 from lit_knowledge.methods.base import encode_all
 from lit_knowledge.methods.baselines import FineTune
 from lit_knowledge.methods.params import SelfParamParams
+from lit_knowledge.models.modes import evaluating
 
 
 def kl_per_token(teacher_logits: torch.Tensor, student_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -123,18 +124,16 @@ class SelfParam(FineTune):
     def cache_teacher(self, k: int) -> None:
         """Teacher distributions of every target token of step k, from the model as it is before the step."""
         self._teacher_cache = {}
-        examples = self.trainer.datamodule._dataset.per_step[k]
-        was_training = self.model.training
-        self.model.eval()
-        for start in range(0, len(examples), self.cfg.eval.batch_size):
-            rows = [examples[i] for i in range(start, min(len(examples), start + self.cfg.eval.batch_size))]
-            teacher = self._teacher_batch({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
-                                           "teacher_labels": [r["teacher_labels"] for r in rows]})
-            logits = self.model(input_ids=teacher["input_ids"], attention_mask=teacher["attention_mask"]).logits[:, :-1]
-            for j, r in enumerate(rows):
-                mask = teacher["labels"][j, 1:] != IGNORE
-                self._teacher_cache[r["example_index"]] = logits[j][mask].cpu()
-        self.model.train(was_training)
+        examples = self.trainer.datamodule.examples(k)
+        with evaluating(self.model):
+            for start in range(0, len(examples), self.cfg.eval.batch_size):
+                rows = [examples[i] for i in range(start, min(len(examples), start + self.cfg.eval.batch_size))]
+                teacher = self._teacher_batch({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
+                                               "teacher_labels": [r["teacher_labels"] for r in rows]})
+                logits = self.model(input_ids=teacher["input_ids"], attention_mask=teacher["attention_mask"]).logits[:, :-1]
+                for j, r in enumerate(rows):
+                    mask = teacher["labels"][j, 1:] != IGNORE
+                    self._teacher_cache[r["example_index"]] = logits[j][mask].cpu()
         self._cached_step = k
 
     def training_step(self, batch, batch_idx):

@@ -6,24 +6,23 @@ import torch
 from tqdm.auto import tqdm
 
 from lit_knowledge.data.prompts import IGNORE, collate, encode_example
+from lit_knowledge.models.modes import evaluating
 
 
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], max_new_tokens: int = 12, batch_size: int = 32,
                      progress: bool = False, desc: str = "answering") -> list[str]:
     """Greedy completion of each prompt, cut at end-of-sequence or a new line."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    answers = []
-    for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
-        enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
-        enc = {k: v.to(device) for k, v in enc.items()}
-        out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-        texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
-        answers += [t.split("\n")[0].strip() for t in texts]
-    model.train(was_training)
+    with evaluating(model):
+        device = next(model.parameters()).device
+        answers = []
+        for i in tqdm(range(0, len(prompts), batch_size), desc=desc, disable=not progress, leave=False):
+            enc = tokenizer(prompts[i : i + batch_size], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = {k: v.to(device) for k, v in enc.items()}
+            out = model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                 eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+            answers += [t.split("\n")[0].strip() for t in texts]
     return answers
 
 
@@ -32,19 +31,17 @@ def lm_loss(model, tokenizer, texts: list[str], max_length: int = 256, batch_siz
     """Mean per-token negative log-likelihood of `texts` (general ability); None for no texts."""
     if not texts:
         return None
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    total, count = 0.0, 0
-    for i in range(0, len(texts), batch_size):
-        batch = collate([encode_example(tokenizer, t, "", max_length) for t in texts[i : i + batch_size]],
-                        tokenizer.pad_token_id)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
-        labels = batch["labels"][:, 1:]
-        nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
-                                                reduction="sum")
-        total += nll.item()
-        count += (labels != IGNORE).sum().item()
-    model.train(was_training)
+    with evaluating(model):
+        device = next(model.parameters()).device
+        total, count = 0.0, 0
+        for i in range(0, len(texts), batch_size):
+            batch = collate([encode_example(tokenizer, t, "", max_length) for t in texts[i : i + batch_size]],
+                            tokenizer.pad_token_id)
+            batch = {k: v.to(device) for k, v in batch.items()}
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits[:, :-1]
+            labels = batch["labels"][:, 1:]
+            nll = torch.nn.functional.cross_entropy(logits.float().transpose(1, 2), labels, ignore_index=IGNORE,
+                                                    reduction="sum")
+            total += nll.item()
+            count += (labels != IGNORE).sum().item()
     return total / max(count, 1)

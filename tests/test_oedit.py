@@ -20,7 +20,6 @@ from lit_knowledge.evaluation.edit_protocol import (
     EditProtocol,
     default_eval_at,
     encode_edit_pair,
-    prompt_style,
     summarize_edits,
 )
 from lit_knowledge.methods import METHODS
@@ -150,15 +149,20 @@ def test_dense_projector_once_the_bases_cover_half_the_space_projects_the_same()
 
 
 def test_mix_knowledge_texts_hold_question_turns_but_never_a_locality_prompt():
-    from lit_knowledge.methods.oedit import knowledge_texts
-
-    cfg = load_config([], ["method.name=oedit", *TINY])
-    texts = knowledge_texts(cfg, "mix", 40)
+    m = METHODS.get("oedit")(load_config([], ["method.name=oedit", *TINY]))
+    texts = m.knowledge_texts("mix", 40)
     assert len(texts) == 40 and sum("Answer:" in t for t in texts) >= 15
-    stream = METHODS.get("oedit")(cfg).stream
-    asked = {p for e in stream.edits for p, _ in e.locality} | {e.prompt for e in stream.edits}
+    asked = {p for e in m.stream.edits for p, _ in e.locality} | {e.prompt for e in m.stream.edits}
     assert not any(q in t for t in texts for q in asked)
-    assert all("Answer:" not in t for t in knowledge_texts(cfg, "pretrain", 40))
+    assert all("Answer:" not in t for t in m.knowledge_texts("pretrain", 40))
+
+
+def test_editors_on_a_source_without_knowledge_texts_warn_and_go_without():
+    m = make("oedit", "data.source=counterfact", "data.path=data/counterfact/counterfact-mini.json",
+             "method.knowledge_texts=mix")
+    with pytest.warns(UserWarning, match="data source 'counterfact' comes with no pretraining text"):
+        m.prepare()
+    assert all(b.shape[0] == 0 for b in m.knowledge_basis.values())
 
 
 def facts_in(text: str, people) -> set[tuple[str, str, str]]:
@@ -174,7 +178,6 @@ def test_held_out_locality_people_appear_in_no_knowledge_text(config):
     """At the level of facts: no knowledge text (O-Edit's subspace, AlphaEdit's K0; both sources) holds a fact of
     a person `locality` asks about, nor names them; `locality_covered` asks about people the texts do hold."""
     from lit_knowledge.data.world import QUESTIONS, World
-    from lit_knowledge.methods.oedit import knowledge_texts
 
     files = [] if config == "tiny" else [str(CONFIGS / "oedit" / config)]
     cfg = load_config(files, TINY if config == "tiny" else ["model.name=tiny"])
@@ -187,7 +190,7 @@ def test_held_out_locality_people_appear_in_no_knowledge_text(config):
     assert held_out_people <= {p.name for p in world.locality_people()} and len(held_out) >= 3
     assert not held_out_people & {name for name, _ in covered}
 
-    texts = [t for which in ("pretrain", "mix") for t in knowledge_texts(cfg, which, 10_000)]
+    texts = [t for which in ("pretrain", "mix") for t in world.knowledge_texts(which, 10_000, cfg.run.seed)]
     stated = set().union(*(facts_in(t, world.background) for t in texts))
     assert not {(name, r) for name, r, _ in stated} & held_out
     assert not any(name in t for t in texts for name in held_out_people)
@@ -384,10 +387,19 @@ class ScriptedModel(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
-def test_prompt_style_is_decided_by_the_source():
-    assert prompt_style("world_edits") == "qa"
-    for source in ("counterfact", "zsre", "mquake", "mquake_hops"):
-        assert prompt_style(source) == "cloze"
+def test_prompt_style_and_knowledge_texts_come_with_the_stream():
+    from lit_knowledge.data.sources import SOURCES
+    from lit_knowledge.methods.base import load_stream
+
+    world = load_stream(load_config([], ["method.name=oedit", *TINY]))
+    assert world.prompt_style == "qa" and world.knowledge_texts("pretrain", 4, 0)
+    shorter = world.truncate(1)
+    assert (shorter.prompt_style, shorter.knowledge_texts) == ("qa", world.knowledge_texts)
+    for source, name in (("counterfact", "counterfact"), ("zsre", "zsre"), ("mquake", "mquake"),
+                         ("mquake_hops", "mquake")):
+        data_cfg = SimpleNamespace(path=f"data/{name}/{name}-mini.json", num_edits=2)
+        stream = SOURCES.get(source)(data_cfg)
+        assert (stream.prompt_style, stream.knowledge_texts) == ("cloze", None), source
     tok = WordTokenizer()
     qa = encode_edit_pair(tok, "qa", "who is a ?", "x y")
     assert tok.decode(qa["input_ids"]) == "Question: who is a ? Answer: x y"

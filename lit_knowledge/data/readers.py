@@ -649,7 +649,8 @@ def document_stream(documents: list[Document], probes: list[Probe], data_cfg) ->
 
 
 def _edit_stream(edits: list[Edit], data_cfg) -> EditStream:
-    return EditStream(edits).truncate(data_cfg.num_edits)
+    """Cloze prompts (prompt -> " target"); no knowledge texts: the file does not say what a model was pretrained on."""
+    return EditStream(edits, prompt_style="cloze").truncate(data_cfg.num_edits)
 
 
 @SOURCES.register("squad")

@@ -3,14 +3,17 @@
 - A `KnowledgeStream` is a list of `StreamStep`s (documents + probes about them), plus background
   probes (knowledge the base model had before the stream: locality) and held-out texts (general
   ability, measured as language-model loss).
-- An `EditStream` is an ordered list of `Edit`s, plus held-out texts.
+- An `EditStream` is an ordered list of `Edit`s, plus held-out texts, the style its prompts are written in
+  and, where the source knows what the edited model was pretrained on, that text (`knowledge_texts`).
 
 Every data source (the synthetic world, each real-data reader) produces one of the two.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
+from typing import Callable
 
 from lit_knowledge.data.records import Document, Edit, Probe
 
@@ -60,11 +63,19 @@ class KnowledgeStream:
 class EditStream:
     edits: list[Edit]
     heldout_texts: list[str] = field(default_factory=list)
+    # How an edit prompt is written, for training and scoring alike: 'qa' (a question, answered as the world's
+    # reader was trained: `qa_prompt(prompt)` -> " answer") or 'cloze' (prompt -> " target": CounterFact, zsRE,
+    # MQuAKE).
+    prompt_style: str = "cloze"
+    # Text that stands for what the edited model already knows, from the source that knows what it was
+    # pretrained on (the world): `knowledge_texts(which, limit, seed)`, `which` being 'pretrain' or 'mix'.
+    # None for real data: editors then go on without.
+    knowledge_texts: Callable[[str, int, int], list[str]] | None = None
 
     def truncate(self, num_edits: int | None) -> "EditStream":
         if num_edits is None:
             return self
-        return EditStream(self.edits[:num_edits], self.heldout_texts)
+        return dataclasses.replace(self, edits=self.edits[:num_edits])
 
     def counts(self) -> dict:
         return {"steps": len(self.edits), "documents": 0, "probes": 0, "background_probes": 0, "edits": len(self.edits)}

@@ -343,13 +343,35 @@ class World:
                                for t in COMPOSITIONAL]
             edits.append(Edit(f"edit-{i}", wordings[0], person.name, new, true, wordings[1:], locality, portability,
                               locality_covered=covered))
-        return EditStream(edits, self.heldout_texts())
+        return EditStream(edits, self.heldout_texts(), prompt_style="qa", knowledge_texts=self.knowledge_texts)
 
     @staticmethod
     def unedited_fact(rng: random.Random, person: Person, edited: set) -> tuple[str, str]:
         """A question about one of the person's facts that no edit of the stream changes, and its answer."""
         relation = rng.choice([r for r in QUESTIONS if (person.name, r) not in edited])
         return QUESTIONS[relation][0].format(name=person.name), answer(person, relation)
+
+    def knowledge_texts(self, which: str, limit: int, seed: int) -> list[str]:
+        """Generic text that stands for the reader's existing knowledge, from its own pretraining text (what
+        editors protect: O-Edit's knowledge subspace, AlphaEdit's K0); at most `limit` texts, drawn with `seed`.
+
+        Only the rehearsal half of the background and its organisations: the locality half, what
+        `locality` asks about, appears in no knowledge text (`locality_covered` asks about the rehearsal half).
+        `pretrain`: their documents. `mix`: the reader's pretraining mix as it saw it, half documents, half
+        question turns (four to a text, in the pretraining prompt format), leaving out the one wording per
+        relation that edit and locality prompts use, so no locality prompt is ever part of it. Never the
+        held-out texts.
+        """
+        documents, qa = self.background_corpus(self.rehearsal_people())
+        rng = random.Random(seed + 4099)
+        if which == "pretrain":
+            return rng.sample(documents, limit) if len(documents) > limit else documents
+        asked = {t.format(name=p.name) for p in self.background for t in (w[0] for w in QUESTIONS.values())}
+        qa = [(q, a) for q, a in qa if q not in asked]
+        rng.shuffle(qa)
+        turns = [answered_turns(qa[i:i + 4]) for i in range(0, len(qa), 4)]
+        n_docs = min(len(documents), limit // 2)
+        return rng.sample(documents, n_docs) + turns[: limit - n_docs]
 
     # ------------------------------------------------------------------------------------- pretraining
 

@@ -18,8 +18,8 @@ portability answers are "NEW in YEAR": " in" and a known year come free). So the
 first, on all T edits (`pre_edit_*`, with locality 1.0 by construction), and `mean_gain` is the mean of the
 edited scores minus the mean of the pre-edit ones over the same metrics: compare methods by their gains.
 
-Prompt formatting depends on the data source, decided in one place (`prompt_style`): the synthetic
-world's edits are questions, answered as the reader was trained to (`qa_prompt(prompt)` -> " answer");
+Prompt formatting depends on the data source, which says it in its stream (`EditStream.prompt_style`): the
+synthetic world's edits are questions, answered as the reader was trained to (`qa_prompt(prompt)` -> " answer");
 CounterFact / zsRE / MQuAKE prompts are cloze prompts (prompt -> " target"). Training an edit and
 scoring it use the same encoding (`encode_edit_pair`): the target's tokens only, no end-of-sequence.
 """
@@ -32,15 +32,7 @@ from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt, token_ids
 from lit_knowledge.evaluation.metrics import edit_mean, edit_scores, mean, token_match
 from lit_knowledge.models.modes import evaluating
 
-QA_STYLE_SOURCES = ("world_edits",)
-
-
 # ------------------------------------------------------------------------------------------- formatting
-
-
-def prompt_style(source: str) -> str:
-    """'qa' for sources whose edit prompts are questions (the synthetic world), else 'cloze'."""
-    return "qa" if source in QA_STYLE_SOURCES else "cloze"
 
 
 def format_prompt(style: str, prompt: str) -> str:

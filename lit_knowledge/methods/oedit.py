@@ -46,7 +46,6 @@ only storage overhead (`extra_storage_bytes`). See docs/oedit.md for the default
 from __future__ import annotations
 
 import os
-import random
 
 import torch
 from datasets import Dataset
@@ -60,7 +59,6 @@ from lit_knowledge.evaluation.edit_protocol import (
     EditProtocol,
     encode_edit_pair,
     format_prompt,
-    prompt_style,
     summarize_edits,
 )
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
@@ -199,39 +197,6 @@ def edited_modules(model, params) -> dict[str, torch.nn.Linear]:
     return out
 
 
-def knowledge_texts(cfg, which: str, limit: int) -> list[str]:
-    """Generic text that stands for the model's existing knowledge, from the reader's own pretraining text.
-
-    Only the rehearsal half of the world's background and its organisations: the locality half, what
-    `locality` asks about, appears in no knowledge text (`locality_covered` asks about the rehearsal half).
-    `pretrain`: their documents. `mix`: the reader's pretraining mix as it saw it, half documents, half
-    question turns (four to a text, in the pretraining prompt format), leaving out the one wording per
-    relation that edit and locality prompts use, so no locality prompt is ever part of it. Only the synthetic
-    world says what its model was pretrained on; for real-data sources there is no such text here, and the
-    editors go without it (with a warning). Never the held-out texts.
-    """
-    if which == "none" or limit == 0:
-        return []
-    if cfg.data.source != "world_edits":
-        rank_zero_warn(f"method.knowledge_texts={which}: data source {cfg.data.source!r} comes with no pretraining "
-                       "text; going on without (as knowledge_texts=none)")
-        return []
-    from lit_knowledge.data.prompts import answered_turns
-    from lit_knowledge.data.world import QUESTIONS, World
-
-    world = World(cfg.data.world)
-    documents, qa = world.background_corpus(world.rehearsal_people())
-    rng = random.Random(cfg.run.seed + 4099)
-    if which == "pretrain":
-        return rng.sample(documents, limit) if len(documents) > limit else documents
-    asked = {t.format(name=p.name) for p in world.background for t in (w[0] for w in QUESTIONS.values())}
-    qa = [(q, a) for q, a in qa if q not in asked]
-    rng.shuffle(qa)
-    turns = [answered_turns(qa[i:i + 4]) for i in range(0, len(qa), 4)]
-    n_docs = min(len(documents), limit // 2)
-    return rng.sample(documents, n_docs) + turns[: limit - n_docs]
-
-
 class _Capture:
     """Forward hooks on linear layers: keep each call's input (detached) and output (in the graph); optionally
     (`add = (vectors, rows, positions)`) add vectors[i] to the output at (rows[i], positions[i])."""
@@ -287,7 +252,7 @@ class EditMethod(KnowledgeMethod):
         if model is None:
             model, tokenizer = load_edit_model(cfg)
         super().__init__(cfg, model, tokenizer)  # loads the stream and calls make_protocol
-        self.style = prompt_style(cfg.data.source)
+        self.style = self.stream.prompt_style
         self.edited = edited_modules(self.model, self.params)  # path -> nn.Linear
         self.model.requires_grad_(False)
         for module in self.edited.values():
@@ -300,7 +265,7 @@ class EditMethod(KnowledgeMethod):
         if not isinstance(self.stream, EditStream):
             raise UserError(f"method {self.cfg.method.name} edits an edit stream; data source {self.cfg.data.source!r} "
                             "gives documents: use data.source=world_edits, counterfact, zsre, mquake or mquake_hops")
-        return EditProtocol(self.stream, prompt_style(self.cfg.data.source), self.tokenizer, self.cfg.eval,
+        return EditProtocol(self.stream, self.stream.prompt_style, self.tokenizer, self.cfg.eval,
                             self.params.eval_at, self.cfg.data.max_length)
 
     def stream_units(self) -> list:
@@ -348,6 +313,18 @@ class EditMethod(KnowledgeMethod):
 
     def prepare_method(self) -> None:
         pass
+
+    def knowledge_texts(self, which: str, limit: int) -> list[str]:
+        """At most `limit` texts that stand for the model's existing knowledge (`method.knowledge_texts`), as the
+        stream's source gives them: only the synthetic world says what its model was pretrained on; for real-data
+        sources there is no such text, and the editors go without it (with a warning)."""
+        if which == "none" or limit == 0:
+            return []
+        if self.stream.knowledge_texts is None:
+            rank_zero_warn(f"method.knowledge_texts={which}: data source {self.cfg.data.source!r} comes with no "
+                           "pretraining text; going on without (as knowledge_texts=none)")
+            return []
+        return self.stream.knowledge_texts(which, limit, self.cfg.run.seed)
 
     def edit_loss(self, batch) -> torch.Tensor:
         """Mean NLL of target_new's tokens given the prompt(s) of the batch."""
@@ -452,7 +429,7 @@ class OEdit(EditMethod):
         """The knowledge subspace at the unedited weights: top-q directions of the per-text LM-loss gradients, or
         of the edited layer's keys (`method.knowledge_from`), over the knowledge texts."""
         q = self.params.knowledge_rank
-        texts = knowledge_texts(self.cfg, self.params.knowledge_texts, self.params.knowledge_samples) if q else []
+        texts = self.knowledge_texts(self.params.knowledge_texts, self.params.knowledge_samples) if q else []
         if not texts:
             return
         if self.params.knowledge_from == "keys":
@@ -721,7 +698,7 @@ class AlphaEdit(EditMethod):
 
     def prepare_method(self) -> None:
         """P: the projector onto the eigen-directions of K0 K0^T whose eigenvalues are (relatively) small."""
-        texts = knowledge_texts(self.cfg, self.params.knowledge_texts, self.params.knowledge_samples)
+        texts = self.knowledge_texts(self.params.knowledge_texts, self.params.knowledge_samples)
         if not texts:
             return
         cov = self.key_covariance(texts, [self.target])[self.target]

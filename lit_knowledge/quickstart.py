@@ -17,7 +17,6 @@ from lit_knowledge.errors import cli_entry_point
 
 REPO = Path(__file__).resolve().parents[1]
 GROUP = REPO / "configs" / "experiments" / "quickstart.yaml"
-COLUMNS = ["efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"]
 
 
 @cli_entry_point
@@ -27,6 +26,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     from lit_knowledge.config import load_config
+    from lit_knowledge.evaluation import main_metrics
     from lit_knowledge.evaluation.results import results_table
     from lit_knowledge.methods.pretrain import SHIPPED_READERS, ensure_reader, find_reader
     from lit_knowledge.sweep import read_group, run_group
@@ -41,7 +41,7 @@ def main(argv=None) -> int:
     rows = run_group(str(GROUP), args.overrides, resume="never", announce=lambda line: print(f"run {line}"))
     experiment = Path(rows[0]["run_dir"]).parent
     print()
-    print(results_table(rows, COLUMNS))
+    print(results_table(rows, main_metrics("qa")))
     print()
     world = cfg.data.world
     print(f"F1 of closed-book answers after a stream of {world.num_steps} steps of {world.entities_per_step} new "

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 
 from lit_knowledge.errors import UserError, check_writable_dir, cli_entry_point
+from lit_knowledge.evaluation import headline_curves, plotted_curves, scores
 from lit_knowledge.evaluation.results import (
-    PLOTTED_CURVES,
     RESULTS_JSON,
     STEP_KEY,
     curve_steps,
@@ -32,9 +32,9 @@ from lit_knowledge.evaluation.results import (
 )
 
 # Metrics shown first in the table and drawn as bars (all are scores in [0, 1]).
-MAIN_METRICS = ("efficacy_em", *PLOTTED_CURVES)
+MAIN_METRICS = scores()
 # The curve drawn per run, the first one a run has.
-LINE_CURVES = ("retention_f1", "reliability") + PLOTTED_CURVES
+LINE_CURVES = headline_curves() + plotted_curves()
 
 
 def collect_results(exp_dir: Path) -> list[dict]:

@@ -20,14 +20,6 @@ from lit_knowledge.errors import UserError, cli_entry_point
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
-# The columns printed at the end of a run (results.md has them all).
-MAIN_COLUMNS = {
-    "qa": ["efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s"],
-    "edit": ["reliability", "generalization", "locality", "portability", "mean_gain", "pre_edit_portability", "lm_loss",
-             "update_time_per_step_s"],
-}
-
-
 def parse_args(argv):
     parser = argparse.ArgumentParser(
         prog="python -m lit_knowledge.train",
@@ -338,12 +330,13 @@ def main(argv=None) -> int:
         print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
         return 0
     results = run_experiment(cfg, args.resume)
+    from lit_knowledge.evaluation import main_metrics
     from lit_knowledge.evaluation.results import results_table
 
     if results.get("requeued"):
         print(f"requeued: checkpoint saved in {results['run_dir']}; the same command resumes")
         return 0
-    main = MAIN_COLUMNS.get(results.get("kind"))
+    main = main_metrics(results.get("kind"))
     print(results_table([results], [c for c in main if c in results["metrics"]] if main else None))
     print(f"run directory: {results['run_dir']}")
     if results.get("stopped"):

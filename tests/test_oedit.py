@@ -387,6 +387,67 @@ class ScriptedModel(torch.nn.Module):
         return SimpleNamespace(logits=logits)
 
 
+def scripted(model, tok, batch_size: int = 2):
+    """A method over a scripted model, through the contract only (it has no `model` for a protocol to read)."""
+    from lit_knowledge.data.prompts import encode_scored_target, scored_tokens
+    from lit_knowledge.evaluation.contract import TokenPrediction
+    from lit_knowledge.models.generate import teacher_forced_argmax
+
+    def predict_tokens(pairs):
+        rows = [encode_scored_target(tok, p, t) for p, t in pairs]
+        predicted = teacher_forced_argmax(model, rows, tok.pad_token_id, batch_size)
+        return [TokenPrediction(pred, scored_tokens(row), tok.decode(pred)) for row, pred in zip(rows, predicted)]
+
+    return SimpleNamespace(predict_tokens=predict_tokens, lm_loss=lambda texts: float(len(texts)))
+
+
+class MemoryEditor:
+    """An editor whose knowledge is not in weights: edits are written into a table; a prompt it holds is answered
+    from the table, anything else with padding (what it answered before any edit)."""
+
+    def __init__(self, tok):
+        self.tok, self.memory = tok, {}
+
+    def write(self, edit) -> None:
+        self.memory[edit.prompt] = edit.target_new
+
+    def predict_tokens(self, pairs):
+        from lit_knowledge.evaluation.contract import TokenPrediction
+
+        out = []
+        for prompt, target in pairs:
+            target_ids = self.tok(" " + target)["input_ids"]
+            known = self.tok(self.memory.get(prompt, ""))["input_ids"][: len(target_ids)]
+            predicted = known + [0] * (len(target_ids) - len(known))
+            out.append(TokenPrediction(predicted, target_ids, self.tok.decode(predicted)))
+        return out
+
+    def lm_loss(self, texts):
+        return None
+
+
+def test_the_edit_protocol_scores_a_method_whose_knowledge_is_not_in_its_weights():
+    from lit_knowledge.evaluation.contract import Answers
+
+    tok = WordTokenizer()
+    edits = [Edit("e0", "a lives in", "a", "x y", paraphrases=["b says a lives in"], locality=[("e f", "u v")]),
+             Edit("e1", "h lives in", "h", "z", locality=[("k l", "m n")])]
+    protocol = EditProtocol(EditStream(edits, heldout_texts=["t"]), OmegaConf.create({"lm_loss_texts": 1}))
+    editor = MemoryEditor(tok)
+    assert not hasattr(editor, "model")
+    protocol.record_pre_edit(editor)
+    assert protocol.pre_edit["reliability"] == 0.0 and protocol.pre_edit["locality"] == 1.0
+    for k, edit in enumerate(edits):
+        editor.write(edit)
+        row = protocol.evaluate(editor, k)
+    assert row["reliability"] == 1.0 and row["locality"] == 1.0  # both edits held, the rest unchanged
+    assert row["generalization"] == 0.0  # a table knows no paraphrase
+    assert row["examples"][0] == ("a lives in", "x y", "x y")
+    out = protocol.summary([row], [0.1, 0.1], 0, 1.0)
+    assert out["metrics"]["mean_gain"] == pytest.approx((1.0 + 0.0 + 1.0) / 3 - (0.0 + 0.0 + 1.0) / 3)
+    assert isinstance(editor, Answers) is False  # it has no `answer`: the edit protocol never asks for one
+
+
 def test_prompt_style_and_knowledge_texts_come_with_the_stream():
     from lit_knowledge.data.sources import SOURCES
     from lit_knowledge.methods.base import load_stream
@@ -424,7 +485,7 @@ def test_protocol_metrics_match_hand_computed_values():
     ]
     stream = EditStream(edits, heldout_texts=["t1", "t2", "t3"])
     eval_cfg = OmegaConf.create({"batch_size": 2, "lm_loss_texts": 2})
-    protocol = EditProtocol(stream, "cloze", tok, eval_cfg, eval_at=[2])
+    protocol = EditProtocol(stream, eval_cfg, eval_at=[2])
     model = ScriptedModel(tok, {
         # pre-edit predictions on the locality prompts (teacher-forced on their answers)
         "e f": "u", "e f u": "q", "k l": "m", "k l m": "n", "o": "p",
@@ -432,7 +493,7 @@ def test_protocol_metrics_match_hand_computed_values():
         "a lives in x": "y",  # e0 reliability 1 of 2
         "g is": "w",  # e0 portability 1/1
     })
-    protocol.record_pre_edit(model)
+    protocol.record_pre_edit(scripted(model, tok))
     assert protocol.pre_edit_locality == [[tok("u q")["input_ids"]], [tok("m n")["input_ids"], tok("p")["input_ids"]]]
     assert protocol.pre_edit == pytest.approx({"reliability": (0.5 + 0.0) / 2, "generalization": 0.0,
                                                "locality": 1.0, "portability": 1.0})
@@ -445,7 +506,7 @@ def test_protocol_metrics_match_hand_computed_values():
         "h lives in": "z",  # e1 reliability 1/1
         "k l": "m", "k l m": "q", "o": "p",  # e1 locality: 1/2 and 1/1
     }
-    fake = SimpleNamespace(model=model, lm_loss=lambda texts: float(len(texts)))
+    fake = scripted(model, tok)
     assert protocol.evaluate(fake, 0) == {"step": 0, "edits": 1, "evaluated": False}
     row = protocol.evaluate(fake, 1)
     assert row["evaluated"] and row["n_edits"] == 2

@@ -67,6 +67,24 @@ def encode_example(tokenizer, prompt: str, target: str, max_length: int) -> dict
     return {"input_ids": ids[-max_length:], "labels": labels[-max_length:]}
 
 
+def encode_scored_target(tokenizer, prompt: str, target: str, max_length: int = 256) -> dict:
+    """Token ids of `prompt` followed by " " + target; labels score the target's tokens only (no end of sequence).
+
+    Over-long examples lose tokens from the left of the prompt, never from the target.
+    """
+    prompt_ids = token_ids(tokenizer, prompt)
+    target_ids = token_ids(tokenizer, " " + target.strip())
+    if not target_ids:
+        raise ValueError(f"target {target!r} has no tokens")
+    prompt_ids = prompt_ids[-max(1, max_length - len(target_ids)):]
+    return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + target_ids}
+
+
+def scored_tokens(row: dict) -> list[int]:
+    """The token ids an encoded row scores, in order (the first token is never predicted: nothing precedes it)."""
+    return [t for t in row["labels"][1:] if t != IGNORE]
+
+
 def encode_dialogue(tokenizer, context: str | None, qa_pairs: list[tuple[str, str]], max_length: int,
                     score_prompts: bool = False) -> dict:
     """Several question/answer turns after one (optional) context, every answer scored.

@@ -13,6 +13,10 @@ current model, teacher-forced, EasyEdit-style (`metrics.token_match`):
 - portability:    argmax on each portability question against the tokens of its answer (where present);
 - general ability: held-out language-model loss (`method.lm_loss`).
 
+The protocol asks the method only through the contract (evaluation/contract.py): `predict_tokens` for the
+four scores, `lm_loss` for general ability. It never reads the method's weights, so a method whose knowledge
+lives in a memory or a bank is scored like one that edits weights.
+
 Every token of a target counts, including tokens the unedited model already predicts (the world's
 portability answers are "NEW in YEAR": " in" and a known year come free). So the unedited model is scored
 first, on all T edits (`pre_edit_*`, with locality 1.0 by construction), and `mean_gain` is the mean of the
@@ -26,11 +30,8 @@ scoring it use the same encoding (`encode_edit_pair`): the target's tokens only,
 
 from __future__ import annotations
 
-import torch
-
-from lit_knowledge.data.prompts import IGNORE, collate, qa_prompt, token_ids
+from lit_knowledge.data.prompts import encode_scored_target, qa_prompt
 from lit_knowledge.evaluation.metrics import edit_mean, edit_scores, mean, token_match
-from lit_knowledge.models.modes import evaluating
 
 # ------------------------------------------------------------------------------------------- formatting
 
@@ -44,42 +45,8 @@ def format_prompt(style: str, prompt: str) -> str:
 
 
 def encode_edit_pair(tokenizer, style: str, prompt: str, target: str, max_length: int = 256) -> dict:
-    """Token ids of the formatted prompt followed by " " + target; labels score the target's tokens only.
-
-    Over-long examples lose tokens from the left of the prompt, never from the target.
-    """
-    prompt_ids = token_ids(tokenizer, format_prompt(style, prompt))
-    target_ids = token_ids(tokenizer, " " + target.strip())
-    if not target_ids:
-        raise ValueError(f"target {target!r} has no tokens")
-    prompt_ids = prompt_ids[-max(1, max_length - len(target_ids)):]
-    return {"input_ids": prompt_ids + target_ids, "labels": [IGNORE] * len(prompt_ids) + target_ids}
-
-
-@torch.no_grad()
-def teacher_forced_argmax(model, rows: list[dict], pad_id: int, batch_size: int = 32,
-                          device=None) -> list[list[int]]:
-    """For each encoded row, the model's argmax prediction at every scored position (aligned with its labels)."""
-    if not rows:
-        return []
-    with evaluating(model):
-        out = []
-        for start in range(0, len(rows), batch_size):
-            chunk = rows[start:start + batch_size]
-            batch = collate(chunk, pad_id)
-            ids, mask = batch["input_ids"], batch["attention_mask"]
-            if device is not None:
-                ids, mask = ids.to(device), mask.to(device)
-            logits = model(input_ids=ids, attention_mask=mask).logits
-            pred = logits[:, :-1].argmax(-1).cpu()  # position t predicts token t + 1
-            labels = batch["labels"][:, 1:]
-            for i in range(len(chunk)):
-                out.append(pred[i][labels[i] != IGNORE].tolist())
-    return out
-
-
-def target_tokens(row: dict) -> list[int]:
-    return [t for t in row["labels"][1:] if t != IGNORE]
+    """The formatted prompt followed by " " + target, the target's tokens scored: how editors train an edit."""
+    return encode_scored_target(tokenizer, format_prompt(style, prompt), target, max_length)
 
 
 # ------------------------------------------------------------------------------------------- schedule
@@ -100,45 +67,46 @@ def default_eval_at(num_edits: int) -> list[int]:
 class EditProtocol:
     """Evaluates all edits so far at the checkpoints of an edit stream; one history row per edit.
 
-    `record_pre_edit(model)` must run once before the first edit (the editors do it when training
+    `record_pre_edit(method)` must run once before the first edit (the editors do it when training
     starts); its result is part of `state()`, which the editors keep in their checkpoints, so a resumed
     run scores locality against the same pre-edit predictions.
     """
 
-    def __init__(self, stream, style: str, tokenizer, eval_cfg, eval_at: list[int] | None = None,
-                 max_length: int = 256):
+    kind = "edit"
+    # The columns a run prints at its end and a report shows first; the curves drawn against the edit count.
+    MAIN_METRICS = ("reliability", "generalization", "locality", "portability", "mean_gain", "pre_edit_portability",
+                    "lm_loss", "update_time_per_step_s")
+    SCORES = ("reliability", "generalization", "locality", "portability")  # in [0, 1]: a report's bars
+    CURVES = SCORES  # the first is the one a report draws per run
+
+    def __init__(self, stream, eval_cfg, eval_at: list[int] | None = None):
         self.edits = list(stream.edits)
-        self.style, self.tokenizer, self.cfg, self.max_length = style, tokenizer, eval_cfg, max_length
+        self.style, self.cfg = stream.prompt_style, eval_cfg
         n = len(self.edits)
         wanted = default_eval_at(n) if eval_at is None else [int(c) for c in eval_at]
         self.eval_at = sorted({c for c in wanted if 1 <= c <= n} | ({n} if n else set()))
         self.heldout = list(stream.heldout_texts[: eval_cfg.lm_loss_texts])
         self.pre_edit_locality: list[list[list[int]]] | None = None  # [edit][locality prompt] -> argmax ids
-        self.pre_edit: dict | None = None  # the unedited model's scores on all edits: the floor
-
-    # ------------------------------------------------------------------------------ encoding
-
-    def encode(self, prompt: str, target: str) -> dict:
-        return encode_edit_pair(self.tokenizer, self.style, prompt, target, self.max_length)
+        self.pre_edit: dict | None = None  # the unedited method's scores on all edits: the floor
 
     @staticmethod
     def unchanged_prompts(edit) -> list[tuple[str, str]]:
         """The prompts whose pre-edit prediction must survive: held-out locality, then covered locality."""
         return [*edit.locality, *edit.locality_covered]
 
-    def _locality_rows(self, edits) -> list[dict]:
-        return [self.encode(p, a) for e in edits for p, a in self.unchanged_prompts(e)]
+    def ask(self, method, pairs: list[tuple[str, str]]):
+        """The method's teacher-forced predictions on (prompt, target) pairs, prompts in the stream's style."""
+        return method.predict_tokens([(format_prompt(self.style, p), t) for p, t in pairs])
 
     # ------------------------------------------------------------------------------ state
 
-    def record_pre_edit(self, model, device=None) -> None:
-        """The unedited model, once: its argmax on every locality prompt (teacher-forced on the answer), what
+    def record_pre_edit(self, method) -> None:
+        """The unedited method, once: its argmax on every locality prompt (teacher-forced on the answer), what
         locality compares with, and its scores on all edits, the floor of every edited score."""
-        preds = teacher_forced_argmax(model, self._locality_rows(self.edits), self.tokenizer.pad_token_id,
-                                      self.cfg.batch_size, device)
+        preds = self.ask(method, [pair for e in self.edits for pair in self.unchanged_prompts(e)])
         it = iter(preds)
-        self.pre_edit_locality = [[next(it) for _ in self.unchanged_prompts(e)] for e in self.edits]
-        per = self.scores(model, len(self.edits), device)
+        self.pre_edit_locality = [[next(it).predicted for _ in self.unchanged_prompts(e)] for e in self.edits]
+        per = self.scores(method, len(self.edits))
         floor = edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"])
         self.pre_edit = {name: floor[name] for name in EDIT_SCORES}
 
@@ -151,13 +119,13 @@ class EditProtocol:
 
     # ------------------------------------------------------------------------------ scores
 
-    def scores(self, model, n: int, device=None) -> dict:
-        """Per-edit scores of the first n edits on `model`: lists for `metrics.edit_scores`, plus examples."""
+    def scores(self, method, n: int) -> dict:
+        """Per-edit scores of the first n edits, asked of `method`: lists for `metrics.edit_scores`, plus examples."""
         edits = self.edits[:n]
-        rows, owners = [], []  # owners[i] = (edit index, kind)
+        pairs, owners = [], []  # owners[i] = (edit index, kind)
 
         def add(i, kind, prompt, target):
-            rows.append(self.encode(prompt, target))
+            pairs.append((prompt, target))
             owners.append((i, kind))
 
         for i, e in enumerate(edits):
@@ -170,19 +138,19 @@ class EditProtocol:
                 add(i, "locality_covered", p, a)
             for q, a in e.portability:
                 add(i, "portability", q, a)
-        preds = teacher_forced_argmax(model, rows, self.tokenizer.pad_token_id, self.cfg.batch_size, device)
+        preds = self.ask(method, pairs)
         per = {kind: [[] for _ in edits] for kind in (*EDIT_SCORES, "locality_covered")}
         seen_locality = [0] * len(edits)
-        for (i, kind), row, pred in zip(owners, rows, preds):
+        for (i, kind), pred in zip(owners, preds):
             if kind in ("locality", "locality_covered"):
                 if self.pre_edit_locality is None:
-                    raise RuntimeError("record_pre_edit(model) must run before the first edit")
+                    raise RuntimeError("record_pre_edit(method) must run before the first edit")
                 reference = self.pre_edit_locality[i][seen_locality[i]]
                 seen_locality[i] += 1
             else:
-                reference = target_tokens(row)
-            per[kind][i].append(token_match(pred, reference))
-        first = [(edits[i].prompt, edits[i].target_new, self.tokenizer.decode(pred).strip())
+                reference = pred.target
+            per[kind][i].append(token_match(pred.predicted, reference))
+        first = [(edits[i].prompt, edits[i].target_new, pred.text)
                  for (i, kind), pred in zip(owners, preds) if kind == "reliability" and i < 5]
         return {
             "reliability": [s[0] for s in per["reliability"]],
@@ -194,18 +162,25 @@ class EditProtocol:
         }
 
     def evaluate(self, method, k: int) -> dict:
-        """One history row after edit k (0-based). Only at the checkpoints is the model asked anything."""
+        """One history row after edit k (0-based). Only at the checkpoints is the method asked anything."""
         n = k + 1
         row = {"step": k, "edits": n, "evaluated": n in self.eval_at}
         if not row["evaluated"]:
             return row
-        device = getattr(method, "device", None)
-        per = self.scores(method.model, n, device)
+        per = self.scores(method, n)
         row.update(edit_scores(per["reliability"], per["generalization"], per["locality"], per["portability"]))
         row["locality_covered"] = edit_mean(per["locality_covered"])
         row["lm_loss"] = method.lm_loss(self.heldout)
         row["examples"] = per["examples"]
         return row
+
+    def summary(self, history: list[dict], timings: list[float], extra_storage_bytes: int,
+                wall_time_s: float) -> dict:
+        """results.json's `metrics`, `curves` and `timings`, with the unedited floor and the examples."""
+        out = summarize_edits(history, timings, extra_storage_bytes, wall_time_s, self.pre_edit)
+        evaluated = [r for r in history if r.get("evaluated")]
+        out["examples"] = evaluated[-1].get("examples", []) if evaluated else []
+        return out
 
 
 # ------------------------------------------------------------------------------------------- summary

@@ -8,7 +8,8 @@ puts text in the prompt, as `in_context` and `rag_bm25` do):
 - general ability: language-model loss on held-out text.
 
 Probes a later step supersedes (a fact that changed) are no longer asked from that step on.
-The method answers through `method.answer(probes)`, so the protocol never needs to know how.
+The method answers through the contract (evaluation/contract.py): `method.answer(probes)` and
+`method.lm_loss(texts)`, so the protocol never needs to know how or where the method keeps what it knows.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ def _cap(probes: list[Probe], limit: int | None, seed: int) -> list[Probe]:
 
 
 class StreamProtocol:
+    kind = "qa"
+    # The columns a run prints at its end and a report shows first; the curves drawn against the stream step.
+    MAIN_METRICS = ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "update_time_per_step_s")
+    SCORES = ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1")  # in [0, 1]: a report's bars
+    CURVES = ("retention_f1", "efficacy_f1", "locality_f1")  # the first is the one a report draws per run
+
     def __init__(self, stream: KnowledgeStream, eval_cfg, seed: int = 0):
         self.stream = stream
         self.cfg = eval_cfg
@@ -91,6 +98,13 @@ class StreamProtocol:
             "retention_row": [s["f1"] if s else None for s in row_scores],
             "examples": [(p.question, p.answers[0], predictions[p.id]) for p in asked[k][:5]],
         }
+
+    def summary(self, history: list[dict], timings: list[float], extra_storage_bytes: int,
+                wall_time_s: float) -> dict:
+        """results.json's `metrics`, `curves` and `retention_matrix`, and the last step's examples."""
+        out = summarize(history, timings, extra_storage_bytes, wall_time_s)
+        out["examples"] = history[-1]["examples"] if history else []
+        return out
 
 
 def summarize(history: list[dict], timings: list[float], extra_storage_bytes: int, wall_time_s: float) -> dict:

@@ -34,21 +34,12 @@ import os
 from pathlib import Path
 from typing import Any
 
+from lit_knowledge.evaluation import plotted_curves
+
 RESULTS_JSON = "results.json"
 RESULTS_MD = "results.md"
 CURVE_PNG = "retention_curve.png"
 
-# Curves plotted when present: QA streams first, then edit streams. Other curves (lm_loss, timings)
-# are plotted only when none of these is there.
-PLOTTED_CURVES = (
-    "efficacy_f1",
-    "retention_f1",
-    "locality_f1",
-    "reliability",
-    "generalization",
-    "locality",
-    "portability",
-)
 STEP_KEY = "step"
 MISSING = "–"
 
@@ -116,7 +107,7 @@ def curve_steps(curves: dict) -> list:
 def curves_to_plot(curves: dict) -> list[str]:
     """Names of the curves worth a plot: the main ones present, else every curve."""
     names = [k for k in curves if k != STEP_KEY and curves[k]]
-    main = [k for k in PLOTTED_CURVES if k in names]
+    main = [k for k in plotted_curves() if k in names]
     return main or names
 
 

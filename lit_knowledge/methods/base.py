@@ -10,7 +10,8 @@ Methods override a few hooks:
 - `training_examples(step) -> datasets.Dataset` — what to train on for a stream step (encoded);
 - `epochs_per_step` — how many passes over those examples per step;
 - `keeps_document_order` — train a step's examples in the stream's order (a memory written in order);
-- `answer(probes) -> list[str]` — how the model answers (closed-book by default);
+- `answer(probes)`, `predict_tokens(pairs)`, `lm_loss(texts)` — the contract with the protocols
+  (evaluation/contract.py): how the method answers, from its weights by default;
 - `finish_step(k)` — what happens at the end of a step, before the probes;
 - `after_evaluation(k)` — what happens after the probes (e.g. reset the student);
 - `method_state()` / `load_method_state(d)` — non-weight state, saved in every checkpoint;
@@ -26,12 +27,13 @@ import torch
 from datasets import Dataset
 
 from lit_knowledge.config import MethodParams, to_dict
-from lit_knowledge.data.prompts import encode_example, qa_prompt
+from lit_knowledge.data.prompts import encode_example, encode_scored_target, qa_prompt, scored_tokens
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.errors import UserError
-from lit_knowledge.evaluation.protocol import StreamProtocol, summarize
+from lit_knowledge.evaluation.contract import TokenPrediction
+from lit_knowledge.evaluation.protocol import StreamProtocol
 from lit_knowledge.methods.components import load_model
-from lit_knowledge.models.generate import generate_answers, lm_loss
+from lit_knowledge.models.generate import generate_answers, lm_loss, teacher_forced_argmax
 
 
 def load_stream(cfg):
@@ -135,6 +137,13 @@ class KnowledgeMethod(L.LightningModule):
     def lm_loss(self, texts: list[str]) -> float | None:
         return lm_loss(self.model, self.tokenizer, texts, self.cfg.data.max_length, self.cfg.eval.batch_size)
 
+    def predict_tokens(self, pairs: list[tuple[str, str]]) -> list[TokenPrediction]:
+        """The model's teacher-forced argmax at the tokens of each (prompt, target) pair (see the contract)."""
+        rows = [encode_scored_target(self.tokenizer, p, t, self.cfg.data.max_length) for p, t in pairs]
+        predicted = teacher_forced_argmax(self.model, rows, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
+        return [TokenPrediction(pred, scored_tokens(row), self.tokenizer.decode(pred).strip())
+                for row, pred in zip(rows, predicted)]
+
     def forward(self, **batch):
         return self.model(**batch)
 
@@ -189,9 +198,9 @@ class KnowledgeMethod(L.LightningModule):
         return self._elapsed_before + time.perf_counter() - self._fit_started
 
     def results(self) -> dict:
-        out = summarize(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time())
-        out["kind"] = self.kind
-        out["examples"] = self.history[-1]["examples"] if self.history else []
+        """What results.json holds: the protocol's summary of the walk, its kind, and the budget spent."""
+        out = self.protocol.summary(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time())
+        out["kind"] = self.protocol.kind
         self.add_budget(out)
         return out
 

@@ -59,7 +59,6 @@ from lit_knowledge.evaluation.edit_protocol import (
     EditProtocol,
     encode_edit_pair,
     format_prompt,
-    summarize_edits,
 )
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all
 from lit_knowledge.methods.params import (
@@ -265,8 +264,7 @@ class EditMethod(KnowledgeMethod):
         if not isinstance(self.stream, EditStream):
             raise UserError(f"method {self.cfg.method.name} edits an edit stream; data source {self.cfg.data.source!r} "
                             "gives documents: use data.source=world_edits, counterfact, zsre, mquake or mquake_hops")
-        return EditProtocol(self.stream, self.stream.prompt_style, self.tokenizer, self.cfg.eval,
-                            self.params.eval_at, self.cfg.data.max_length)
+        return EditProtocol(self.stream, self.cfg.eval, self.params.eval_at)
 
     def stream_units(self) -> list:
         return self.stream.edits
@@ -306,7 +304,7 @@ class EditMethod(KnowledgeMethod):
         """Pre-edit locality predictions and the method's own preparation, once, at the unedited weights."""
         if self.prepared:
             return
-        self.protocol.record_pre_edit(self.model, self.device)
+        self.protocol.record_pre_edit(self)
         with torch.enable_grad():
             self.prepare_method()
         self.prepared = True
@@ -369,15 +367,6 @@ class EditMethod(KnowledgeMethod):
             self.history[-1].update(sizes)
             if self._trainer is not None:
                 self.log_dict({f"edit/{key}": float(v) for key, v in sizes.items()}, on_step=True, batch_size=1)
-
-    def results(self) -> dict:
-        out = summarize_edits(self.history, self.step_times, self.extra_storage_bytes(), self.wall_time(),
-                              self.protocol.pre_edit)
-        out["kind"] = self.kind
-        evaluated = [r for r in self.history if r.get("evaluated")]
-        out["examples"] = evaluated[-1].get("examples", []) if evaluated else []
-        self.add_budget(out)
-        return out
 
     # ------------------------------------------------------------------------------ state
 

@@ -45,3 +45,22 @@ def lm_loss(model, tokenizer, texts: list[str], max_length: int = 256, batch_siz
             total += nll.item()
             count += (labels != IGNORE).sum().item()
     return total / max(count, 1)
+
+
+@torch.no_grad()
+def teacher_forced_argmax(model, rows: list[dict], pad_id: int, batch_size: int = 32) -> list[list[int]]:
+    """For each encoded row, the model's argmax prediction at every scored position (aligned with its labels)."""
+    if not rows:
+        return []
+    out = []
+    with evaluating(model):
+        device = next(model.parameters()).device
+        for start in range(0, len(rows), batch_size):
+            chunk = rows[start:start + batch_size]
+            batch = collate(chunk, pad_id)
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device)).logits
+            pred = logits[:, :-1].argmax(-1).cpu()  # position t predicts token t + 1
+            labels = batch["labels"][:, 1:]
+            for i in range(len(chunk)):
+                out.append(pred[i][labels[i] != IGNORE].tolist())
+    return out

@@ -82,7 +82,7 @@ class RunConfig:
 @dataclass
 class TinyModelConfig:
     num_layers: int = doc(
-        3, "Decoder layers of the tiny Llama-architecture model (3 reads as well as 4 at ~29 % less time per step).",
+        3, "Decoder layers of the tiny Llama-architecture model (docs/results/reader.md compares 3 and 4).",
         minimum=1,
     )
     hidden_size: int = doc(128, "Hidden width.", minimum=1)

@@ -68,8 +68,8 @@ class SelfParamParams(FineTuneParams):
                                "distributions computed at the start of each step (needed for full fine-tuning).",
                        choices=("live", "cached"))
     kl_mean: str = doc("token", "How the KL of a batch is averaged: token (every scored token weighs the same, so "
-                                "an unrelated text of forty tokens weighs twenty answers of two: world locality 0.88 "
-                                "against 0.84) or example (each member of the target set weighs the same).",
+                                "an unrelated text of forty tokens weighs twenty answers of two; docs/results/selfparam.md "
+                                "compares both) or example (each member of the target set weighs the same).",
                        choices=("example", "token"))
     reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
                                        "(the single-context setting).")

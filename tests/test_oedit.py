@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -23,7 +26,7 @@ from lit_knowledge.evaluation.edit_protocol import (
     summarize_edits,
 )
 from lit_knowledge.methods import METHODS
-from lit_knowledge.methods.oedit import core_directions, extend_basis, orthonormal_rows, project_out
+from lit_knowledge.methods.editing.subspace import core_directions, extend_basis, orthonormal_rows, project_out
 
 TINY = ["model.name=tiny", "data.source=world_edits", "data.world.num_background=30", "data.world.num_organisations=8",
         "data.num_edits=3", "eval.lm_loss_texts=4", "logger.backend=none", "trainer.enable_progress_bar=false",
@@ -218,9 +221,9 @@ def test_knowledge_subspace_from_gradients_or_keys_is_orthonormal_of_rank_q(sour
     assert torch.allclose(basis @ basis.T, torch.eye(8), atol=1e-5)
     if source == "keys":  # the top directions of the layer's inputs: most of a key's energy lies in them
         texts = list(m.encoded_texts(["Question: " + m.stream.edits[0].prompt + "\nAnswer:"]))
-        from lit_knowledge.methods.oedit import _Capture
+        from lit_knowledge.methods.editing.base import Capture
 
-        capture = _Capture(m.edited)
+        capture = Capture(m.edited)
         with torch.no_grad():
             m.model(input_ids=texts[0]["input_ids"], attention_mask=texts[0]["attention_mask"])
         capture.close()
@@ -315,9 +318,45 @@ def test_alphaedit_update_lives_in_the_null_space_and_is_checkpointed():
 def test_ft_l_keeps_no_state_and_projects_nothing():
     m = make("ft_l", "method.steps=3")
     m.prepare()
-    assert m.extra_storage_bytes() == 0
+    apply(m, 0, m.configure_optimizers())
+    assert m.extra_storage_bytes() == 0 and set(m.method_state()) == {"prepared", "protocol"}
     g = torch.randn(5, 7)
     assert m.projection("any", g) is g
+
+
+def test_oedit_is_ft_l_with_projection_state_that_ft_l_does_not_have():
+    from lit_knowledge.methods.editing.ft_l import FTL
+    from lit_knowledge.methods.editing.oedit import OEdit
+
+    assert issubclass(OEdit, FTL) and METHODS.get("oedit") is OEdit and METHODS.get("ft_l") is FTL
+    bases = {"side", "dims", "edit_basis", "knowledge_basis", "update_basis", "_complement", "_complement32"}
+    assert bases <= set(vars(make("oedit", "method.plus=true")))
+    assert not bases & set(vars(make("ft_l")))
+
+
+EDITING = "lit_knowledge.methods.editing"
+# What each module of the package imports of it, besides itself: FT-L and AlphaEdit only the editors' base, and
+# O-Edit FT-L and the linear algebra; the linear algebra nothing (not even Lightning).
+NEEDS = {"subspace": set(), "base": set(), "ft_l": {"base"}, "alphaedit": {"base"}, "oedit": {"base", "ft_l", "subspace"}}
+IMPORTS = f"""
+import importlib, json, sys
+seen = {{}}
+for module in {list(NEEDS)!r}:  # each afresh: the package's modules leave sys.modules in between
+    for name in [m for m in sys.modules if m.startswith("{EDITING}.")]:
+        del sys.modules[name]
+    importlib.import_module("{EDITING}." + module)
+    seen[module] = [m.rsplit(".", 1)[1] for m in sys.modules if m.startswith("{EDITING}.")]
+    seen[module] += ["lightning"] if "lightning" in sys.modules else []
+print(json.dumps(seen))
+"""
+
+
+def test_each_editing_module_imports_only_the_modules_of_the_package_it_needs():
+    out = subprocess.run([sys.executable, "-c", IMPORTS], capture_output=True, text=True, check=True).stdout
+    seen = {module: set(names) for module, names in json.loads(out).items()}
+    assert seen.pop("subspace") == {"subspace"}  # first, and pure: torch only
+    for module, names in seen.items():
+        assert names - {"lightning"} == NEEDS[module] | {module}, module
 
 
 def test_ft_l_norm_constraint_bounds_every_weight_of_an_edit():

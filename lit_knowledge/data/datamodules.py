@@ -126,10 +126,6 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
         return _StreamLoader(self._dataset, lambda: self.method.batches_done, num_workers=self.num_workers)
 
 
-class EditStreamDataModule(KnowledgeStreamDataModule):
-    """An edit stream is a knowledge stream whose steps are single edits (one batch per edit)."""
-
-
 class _MixStream(IterableDataset):
     """Batches drawn in groups of `bucket`: group g is drawn from its own seeded generator, its examples sorted by
     length and cut into `bucket` batches, so a batch holds examples of similar length and little padding (padding

@@ -15,7 +15,7 @@ from lit_knowledge.config import MethodParams, doc
 from lit_knowledge.errors import UserError
 
 SIDES = ("input", "output")
-KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see knowledge_texts()
+KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see EditMethod.knowledge_texts()
 SINGLE_DEVICE_STRATEGIES = ("auto", "ddp", "ddp_spawn")
 
 
@@ -116,7 +116,7 @@ class EditParams(MethodParams):
 
 
 @dataclass
-class GradientEditParams(EditParams):
+class FTLParams(EditParams):
     """Gradient steps per edit (`ft_l`, and the base of `oedit`)."""
 
     steps: int = doc(25, "Gradient steps per edit (fewer when the loss reaches stop_loss).", minimum=1)
@@ -131,17 +131,15 @@ class GradientEditParams(EditParams):
     max_grad_norm: Optional[float] = doc(1.0, "Clip each (projected) gradient to this Frobenius norm, over all edited "
                                               "matrices (null: no clipping). Editors optimise manually, so "
                                               "trainer.gradient_clip_val does not apply to them.", above=0)
-
-
-@dataclass
-class FTLParams(GradientEditParams):
     norm_constraint: Optional[float] = doc(None, "FT-L's bound on an edit's update: after every step each edited "
                                                  "weight is clamped to within this of its value before the edit "
-                                                 "(L-infinity; null: unbounded).", above=0)
+                                                 "(L-infinity; null: unbounded). O-Edit inherits it; the clamp acts "
+                                                 "weight by weight, so a clamped O-Edit update leaves the projected "
+                                                 "subspace.", above=0)
 
 
 @dataclass
-class OEditParams(GradientEditParams):
+class OEditParams(FTLParams):
     projection_side: str = doc("input", "Side of W the bases live on: input (the key space; rows of dW V; "
                                         "protects earlier edits exactly) or output (columns of U dW).",
                                choices=SIDES)

@@ -584,8 +584,12 @@ def test_dry_run_of_every_oedit_config(name, tmp_path, capsys):
     path = CONFIGS / "oedit" / name
     cfg = load_config([str(path)])
     model = str(cfg.model.name)
-    if name in REAL_CONFIGS and not Path(os.path.expanduser(model)).exists():
-        pytest.skip(f"{model} is not provisioned (python -m lit_knowledge.models.provision smollm2)")
+    if name in REAL_CONFIGS:
+        from lit_knowledge.models.provision import MODELS, provisioned_path
+
+        provisioned = provisioned_path(model, cfg.run.cache_dir) if model in MODELS else None
+        if provisioned is None and not Path(os.path.expanduser(model)).exists():
+            pytest.skip(f"{model} is not provisioned (python -m lit_knowledge.models.provision smollm2)")
     code = train.main(["--config", str(path), f"run.root={tmp_path / 'runs'}", "logger.backend=none", "--dry-run"])
     out, err = capsys.readouterr()
     assert code == 0, err

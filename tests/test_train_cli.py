@@ -158,6 +158,8 @@ def test_wandb_offline_run(run_cli, debug_overrides, reader_cache):
     assert wandb_ids(run_dir) == {wid}
     offline = next((run_dir / "wandb").glob(f"offline-run-*-{wid}"))
     assert (offline / f"run-{wid}.wandb").is_file()
+    budget = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert (budget["optimizer_steps"], budget["train_tokens"]) == (0, 0)  # the floor trains nothing
 
     # a second invocation keeps the id: W&B resumes the same run
     code, out, err = run_cli(args, cache=reader_cache)

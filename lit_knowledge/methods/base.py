@@ -89,6 +89,7 @@ class KnowledgeMethod(L.LightningModule):
         # trained model read; a teacher's or a probe's forward passes are not counted).
         self.optimizer_steps = 0
         self.train_tokens = 0
+        self.trained_batches = 0  # batches whose training step returned a loss
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
         self._elapsed_before = 0.0  # wall time of earlier runs of this run (restored on resume)
@@ -167,13 +168,11 @@ class KnowledgeMethod(L.LightningModule):
         if self._step_started is None:
             self._step_started = time.perf_counter()
 
-    def end_of_batch(self, batch) -> None:
-        """Called after every training batch (by `StreamWalk`, before any checkpoint is written)."""
+    def end_of_batch(self, batch, trained: bool = True) -> None:
+        """Called after every training batch (by `StreamWalk`, before any checkpoint is written); `trained`: the
+        training step returned a loss (Lightning counts a step for a batch that returned none, so it is not used)."""
         self.batches_done += 1
-        if "attention_mask" in batch:
-            self.train_tokens += int(batch["attention_mask"].sum())
-        if self._trainer is not None:
-            self.optimizer_steps = int(self._trainer.global_step)
+        self.count_budget(batch, trained)
         if not batch["last_in_step"]:
             return
         k = batch["stream_step"]
@@ -204,6 +203,17 @@ class KnowledgeMethod(L.LightningModule):
         self.add_budget(out)
         return out
 
+    def count_budget(self, batch, trained: bool) -> None:
+        manual = not self.automatic_optimization  # the method steps its optimiser itself: the trainer counts them
+        if (trained or manual) and "attention_mask" in batch:
+            self.train_tokens += int(batch["attention_mask"].sum())
+        if manual:
+            self.optimizer_steps = int(self._trainer.global_step) if self._trainer is not None else 0
+            return
+        self.trained_batches += int(trained)
+        accumulate = self._trainer.accumulate_grad_batches if self._trainer is not None else 1
+        self.optimizer_steps = -(-self.trained_batches // accumulate)
+
     def add_budget(self, results: dict) -> None:
         """The arm's budget beside its scores: optimiser steps and trained tokens (wall time is there already)."""
         if results.get("metrics"):
@@ -218,7 +228,8 @@ class KnowledgeMethod(L.LightningModule):
             "history": self.history,
             "step_times": self.step_times,
             "batches_done": self.batches_done,
-            "budget": {"optimizer_steps": self.optimizer_steps, "train_tokens": self.train_tokens},
+            "budget": {"optimizer_steps": self.optimizer_steps, "train_tokens": self.train_tokens,
+                       "trained_batches": self.trained_batches},
             "wall_time_s": self.wall_time(),
             "method_state": self.method_state(),
         }
@@ -231,6 +242,7 @@ class KnowledgeMethod(L.LightningModule):
         budget = state.get("budget", {})
         self.optimizer_steps = budget.get("optimizer_steps", 0)
         self.train_tokens = budget.get("train_tokens", 0)
+        self.trained_batches = budget.get("trained_batches", 0)
         self._elapsed_before = state.get("wall_time_s", 0.0)
         self._fit_started = time.perf_counter()
         self.load_method_state(state.get("method_state", {}))
@@ -258,7 +270,9 @@ class StreamWalk(L.Callback):
         self._stop_after_plan(trainer, pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-        pl_module.end_of_batch(batch)
+        # Lightning hands on what the training step returned: {"loss": ...}, or an empty dict / None for no loss.
+        trained = outputs is not None and not (isinstance(outputs, dict) and not outputs)
+        pl_module.end_of_batch(batch, trained=trained)
         self._stop_after_plan(trainer, pl_module)
 
     @staticmethod

@@ -28,9 +28,6 @@ class Base(KnowledgeMethod):
     def training_step(self, batch, batch_idx):
         return None
 
-    def configure_optimizers(self):
-        return None  # nothing is trained: no optimiser steps to count in the budget
-
 
 class InContext(Base):
     """The document in the prompt: the upper bound for putting the document into the weights."""

@@ -33,8 +33,10 @@ MANIFEST = "manifest.json"
 
 
 def cache_root(cfg) -> Path:
-    """Where cached builds live: $LIT_KNOWLEDGE_CACHE, else `run.cache_dir`."""
-    return Path(os.environ.get("LIT_KNOWLEDGE_CACHE") or cfg.run.cache_dir).expanduser()
+    """Where cached builds live: $LIT_KNOWLEDGE_CACHE, else `run.cache_dir` (the one rule, in models/provision.py)."""
+    from lit_knowledge.models.provision import cache_root as root
+
+    return root(cfg.run.cache_dir)
 
 
 def file_sha256(path: Path) -> str:

@@ -13,9 +13,9 @@ import sys
 import time
 from pathlib import Path
 
+from lit_knowledge.config import REPO
 from lit_knowledge.errors import cli_entry_point
 
-REPO = Path(__file__).resolve().parents[1]
 GROUP = REPO / "configs" / "experiments" / "quickstart.yaml"
 
 

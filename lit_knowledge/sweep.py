@@ -25,9 +25,8 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from lit_knowledge import preemption
+from lit_knowledge.config import REPO
 from lit_knowledge.errors import UserError, cli_entry_point, did_you_mean
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def read_group(path: str) -> dict:

@@ -63,7 +63,7 @@ def _spec(name: str) -> WheelModel:
 
 
 def cache_root(cache_dir: Optional[str] = None) -> Path:
-    """Same rule as `lit_knowledge.builds.cache_root`: $LIT_KNOWLEDGE_CACHE wins over `cache_dir`."""
+    """Where cached models and builds live: $LIT_KNOWLEDGE_CACHE wins over `cache_dir` (run.cache_dir)."""
     return Path(os.environ.get("LIT_KNOWLEDGE_CACHE") or cache_dir or DEFAULT_CACHE).expanduser()
 
 

@@ -11,7 +11,9 @@ shapes the artifact) and a cache root. Its key is the recipe's hash, and it live
 - **resumable, with progress**: `fit` trains a LightningModule with one progress bar named for its phase,
   checkpoints it into `<key>.partial/` when a preemption notice arrives (then raises `Preempted`), and goes
   on from the newest checkpoint there when the requeued job builds it again;
-- **one builder**: in a multi-process launch only global rank zero builds; the other ranks wait for the record.
+- **one builder**: in a multi-process launch only global rank zero builds; the other ranks wait for the record;
+- **never in a dry run**: inside `without_building()` (`train --dry-run`), `ensure` returns None instead of
+  building, and the caller stands in an untrained part.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import os
 import shutil
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -30,6 +33,17 @@ from lit_knowledge.config import config_hash
 from lit_knowledge.run import global_rank
 
 MANIFEST = "manifest.json"
+_building = [True]
+
+
+@contextmanager
+def without_building():
+    """Within this block `CachedBuild.ensure` builds nothing: it returns None for an artifact not built yet."""
+    _building.append(False)
+    try:
+        yield
+    finally:
+        _building.pop()
 
 
 def cache_root(cfg) -> Path:
@@ -88,11 +102,14 @@ class CachedBuild:
             return shipped
         return self.path if (self.path / self.record).exists() else None
 
-    def ensure(self, build: Callable[["CachedBuild"], object]) -> Path:
-        """The artifact's directory, built first by `build(self)` when it is not there yet."""
+    def ensure(self, build: Callable[["CachedBuild"], object]) -> Path | None:
+        """The artifact's directory, built first by `build(self)` when it is not there yet (None inside
+        `without_building()`)."""
         found = self.find()
         if found is not None:
             return found
+        if not _building[-1]:
+            return None
         if global_rank() != 0:  # rank zero builds; the other ranks of the launch wait for its record
             while not (self.path / self.record).exists():
                 time.sleep(5)

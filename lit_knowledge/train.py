@@ -182,9 +182,10 @@ def _first_line(e: BaseException) -> str:
 def build(cfg, dry_run: bool = False):
     """(method module, datamodule) for the config.
 
-    A dry run never pretrains: when the world's reader is not cached yet, an untrained tiny model of the
-    same shape stands in for it.
+    A dry run never pretrains or trains a part: when the world's reader is not cached yet, an untrained tiny
+    model of the same shape stands in for it, and a method's part not built yet (a memory module) is untrained.
     """
+    from lit_knowledge.builds import without_building
     from lit_knowledge.methods import METHODS
 
     method_cls = METHODS.get(cfg.method.name)
@@ -197,9 +198,14 @@ def build(cfg, dry_run: bool = False):
             from lit_knowledge.models.tokenizer import train_word_tokenizer
 
             tokenizer = train_word_tokenizer(World(cfg.data.world).texts(), cfg.model.tiny.vocab_size)
-            module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)
+            with without_building():
+                module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)
             return module, module.datamodule()
-    module = method_cls(cfg)
+    if dry_run:
+        with without_building():
+            module = method_cls(cfg)
+    else:
+        module = method_cls(cfg)
     return module, module.datamodule()
 
 

@@ -35,6 +35,8 @@ TABLE = {
              "FT-L: the same sequential editor without any projection"),
     "alphaedit": ("lit_knowledge.methods.editing.alphaedit:AlphaEdit", P + "AlphaEditParams",
                   "AlphaEdit-style closed-form edit of one matrix, in the null space of the model's knowledge"),
+    "memoryllm": ("lit_knowledge.methods.memoryllm.method:MemoryLLM", P + "MemoryLLMParams",
+                  "MemoryLLM: documents written into a fixed-size pool of memory tokens in every layer"),
     "pretrain": ("lit_knowledge.methods.pretrain:PretrainReader", P + "MethodParams",
                  "pretrain the synthetic world's reader (cached and reused by model.name=reader)"),
 }

@@ -196,3 +196,51 @@ class AlphaEditParams(EditParams):
         m = cfg.method
         if len(m.layers or [None]) * len(m.modules) != 1:
             raise UserError("method alphaedit edits exactly one matrix: give one layer and one module")
+
+
+# ------------------------------------------------------------------------------------------ memoryllm
+
+
+@dataclass
+class MemoryLLMParams(MethodParams):
+    """MemoryLLM: the pool (N, K) the stream writes into, and the training of the memory module (a cached build)."""
+
+    pool_size: int = doc(128, "N: memory tokens per layer; the pool never grows or shrinks.", minimum=1)
+    write_size: int = doc(16, "K: memory tokens one write makes per layer (and old ones it drops); a written chunk "
+                              "must have at least K tokens.", minimum=1)
+    chunk_length: int = doc(128, "Longest chunk written at once: a longer document is written as several chunks, in "
+                                 "order.", minimum=1)
+    train_steps: int = doc(3000, "Optimiser steps training the memory module (LoRA on the base model, the start "
+                                 "vectors and the write vector) on fresh people; 0: the untrained wrapper.", minimum=0)
+    train_lr: float = doc(1e-3, "Peak learning rate of that training (AdamW, warm-up then cosine).", above=0)
+    train_batch_size: int = doc(16, "Rows per training step; each row keeps its own running pool.", minimum=1)
+    train_pool_size: Optional[int] = doc(None, "N during training (null: pool_size).", minimum=1)
+    questions_per_target: int = doc(4, "Question-answer turns about the target document per training row.",
+                                    minimum=1)
+    single_share: float = doc(0.5, "Share of training steps in the one-context regime: one document written with "
+                                   "gradient, its questions answered from memory.", minimum=0, maximum=1)
+    join_pool_share: float = doc(0.5, "In that regime, the share of steps whose memory is the running pool updated "
+                                      "with the new tokens (N - K random old ones, detached) rather than the new "
+                                      "tokens alone.", minimum=0, maximum=1)
+    multi_share: float = doc(0.3, "Share of steps in the several-contexts regime: earlier documents written without "
+                                  "gradient, the last with it, questions about any of them.", minimum=0, maximum=1)
+    max_contexts: int = doc(8, "Most documents written in one several-contexts step (curriculum's end).", minimum=2)
+    curriculum_steps: int = doc(1500, "Steps over which the most contexts grows from 2 to max_contexts.", minimum=1)
+    replay_share: float = doc(0.2, "Share of steps replaying an earlier step's questions after the writes made since "
+                                   "(gradient through the read only).", minimum=0, maximum=1)
+    background_rows: int = doc(4, "Rows per training step asking what the model already knew (the world's rehearsal "
+                                  "half of the background; locality asks only the other half), read with the same "
+                                  "memory, so that reading a full pool keeps the model's own knowledge.", minimum=0)
+
+    @staticmethod
+    def validate(cfg) -> None:
+        m = cfg.method
+        if m.write_size > m.pool_size:
+            raise UserError(f"method.write_size={m.write_size} is larger than method.pool_size={m.pool_size}: "
+                            "a write makes at most the whole pool")
+        if m.write_size > m.chunk_length:
+            raise UserError(f"method.chunk_length={m.chunk_length} is shorter than method.write_size="
+                            f"{m.write_size}: a chunk needs at least K tokens")
+        shares = m.single_share + m.multi_share + m.replay_share
+        if shares <= 0:
+            raise UserError("method.single_share, multi_share and replay_share are all 0: give one regime a share")

@@ -1,0 +1,119 @@
+"""`memoryllm`: a knowledge stream written into MemoryLLM's fixed-size memory pool, probes answered from it.
+
+Each stream step's documents are written in the stream's order, without gradient (a document longer than
+`chunk_length` tokens as several chunks, in order); probes are answered closed book, reading the pool at
+every layer. No weight changes during the stream: what the model knows of it is in the pool, whose size
+never changes however much is written. The pool, the update's random generator and the write count are
+saved in every checkpoint and restored exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from datasets import Dataset
+
+from lit_knowledge.data.prompts import encode_scored_target, scored_tokens, token_ids
+from lit_knowledge.errors import UserError
+from lit_knowledge.evaluation.contract import TokenPrediction
+from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
+from lit_knowledge.methods.memoryllm.memory import greedy_answers, memory_lm_loss, scored_argmax
+from lit_knowledge.methods.memoryllm.training import load_memory_model
+from lit_knowledge.methods.params import MemoryLLMParams
+
+
+class MemoryLLM(KnowledgeMethod):
+    Params = MemoryLLMParams
+    phase = "writing the stream into memory"
+    keeps_document_order = True  # the pool depends on the order documents are written in
+
+    def __init__(self, cfg, model=None, tokenizer=None):
+        load_stream(cfg)  # a data mistake must not wait for the memory module's training
+        memory, tokenizer = load_memory_model(cfg, model, tokenizer)  # a model handed in is wrapped untrained
+        super().__init__(cfg, memory, tokenizer)
+        self.memory = self.model  # one module: the base model (LoRA merged), start vectors, write vector
+        self.memory.requires_grad_(False)
+        self.pool: torch.Tensor | None = None  # (layers, 1, N, hidden); None until the first write
+        self.drop = torch.Generator().manual_seed(cfg.run.seed)  # which old tokens each update keeps
+        self.writes = 0
+
+    # ------------------------------------------------------------------------------ writing
+
+    def chunks(self, text: str) -> list[list[int]]:
+        """The token ids of `text` cut into chunks of at most chunk_length, each of at least write_size tokens."""
+        p = self.params
+        ids = token_ids(self.tokenizer, text)
+        if len(ids) < p.write_size:
+            raise UserError(f"memoryllm: a document of {len(ids)} tokens is shorter than method.write_size="
+                            f"{p.write_size} ({text[:40]!r}...): lower method.write_size")
+        pieces = [ids[i : i + p.chunk_length] for i in range(0, len(ids), p.chunk_length)]
+        if len(pieces) > 1 and len(pieces[-1]) < p.write_size:  # the last piece borrows from the one before
+            short = p.write_size - len(pieces[-1])
+            pieces[-1] = pieces[-2][-short:] + pieces[-1]
+        return pieces
+
+    def training_examples(self, step):
+        """The step's documents as chunks to write, in the stream's order (labels unused: nothing is trained)."""
+        rows = [chunk for d in step.documents for chunk in self.chunks(d.text)]
+        if not rows:
+            return encode_all(self.tokenizer, [], self.cfg.data.max_length)
+        return Dataset.from_dict({"input_ids": rows, "labels": rows})
+
+    @torch.no_grad()
+    def write_text_ids(self, ids: list[int]) -> None:
+        """Write one chunk into the pool and update it."""
+        chunk = torch.tensor([ids], device=self.memory.start.device)
+        new = self.memory.write(self.pool, chunk, torch.ones_like(chunk))
+        self.pool = self.memory.update(self.pool, new, self.drop)
+        self.writes += 1
+
+    def write_text(self, text: str) -> None:
+        for chunk in self.chunks(text):
+            self.write_text_ids(chunk)
+
+    def training_step(self, batch, batch_idx):
+        if "input_ids" not in batch:
+            return None
+        for ids, mask in zip(batch["input_ids"], batch["attention_mask"]):
+            self.write_text_ids(ids[mask.bool()].tolist())
+        return None
+
+    # ------------------------------------------------------------------------------ the contract
+
+    def answer(self, probes) -> list[str]:
+        prompts = [self.qa_prompt(p.question) for p in probes]
+        return greedy_answers(self.memory, self.pool, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
+                              self.cfg.eval.batch_size)
+
+    def predict_tokens(self, pairs) -> list[TokenPrediction]:
+        rows = [encode_scored_target(self.tokenizer, p, t, self.cfg.data.max_length) for p, t in pairs]
+        predicted = scored_argmax(self.memory, self.pool, rows, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
+        return [TokenPrediction(pred, scored_tokens(row), self.tokenizer.decode(pred).strip())
+                for row, pred in zip(rows, predicted)]
+
+    def lm_loss(self, texts) -> float | None:
+        return memory_lm_loss(self.memory, self.pool, self.tokenizer, texts, self.cfg.data.max_length,
+                              self.cfg.eval.batch_size)
+
+    # ------------------------------------------------------------------------------ state
+
+    def configure_optimizers(self):
+        return None  # nothing is trained during the stream
+
+    def method_state(self) -> dict:
+        return {"pool": None if self.pool is None else self.pool.detach().cpu().clone(),
+                "drop_rng": self.drop.get_state(), "writes": self.writes}
+
+    def load_method_state(self, state: dict) -> None:
+        if not state:
+            return
+        pool = state.get("pool")
+        self.pool = None if pool is None else pool.to(self.memory.start.device, self.memory.start.dtype)
+        self.drop.set_state(state["drop_rng"])
+        self.writes = state.get("writes", 0)
+
+    def extra_storage_bytes(self) -> int:
+        """The pool (allocated at its full size from the first write on) and the learned vectors."""
+        vectors = sum(t.numel() * t.element_size() for t in (self.memory.start, self.memory.write_vector))
+        m = self.memory
+        pool = m.num_layers * m.pool_size * m.hidden * m.start.element_size()
+        return pool + vectors

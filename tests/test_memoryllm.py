@@ -1,0 +1,265 @@
+"""MemoryLLM: the pool's read, write and update on tiny models, the stream method's state, and (slow) that a
+trained memory module answers from what it wrote."""
+
+import math
+
+import pytest
+import torch
+from conftest import CONFIGS, DEBUG_YAML
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+
+from lit_knowledge.config import load_config
+from lit_knowledge.errors import UserError
+from lit_knowledge.methods.memoryllm.memory import MemoryModel, update_pool
+
+MEMORYLLM_YAML = CONFIGS / "memoryllm" / "memoryllm.yaml"
+
+
+def tiny_llama(kv_heads: int = 4, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+def with_random_vectors(memory: MemoryModel) -> MemoryModel:
+    with torch.no_grad():
+        memory.start.normal_()
+        memory.write_vector.normal_()
+    return memory
+
+
+def causal_mask(length: int) -> torch.Tensor:
+    return torch.full((length, length), float("-inf")).triu(1)[None, None]
+
+
+def run_layers(lm, per_layer_prefix, hidden, before_layer=lambda h: h):
+    """The reference: at every layer the prefix tokens go through the whole layer beside the text (queries, MLP),
+    and their outputs are thrown away; returns the text's final hidden states and each layer's outputs."""
+    outputs = []
+    for l, layer in enumerate(lm.model.layers):
+        prefix = per_layer_prefix[l]
+        hidden = before_layer(hidden)
+        full = torch.cat([prefix, hidden], dim=1)
+        positions = torch.arange(full.shape[1])[None]
+        out = layer(full, attention_mask=causal_mask(full.shape[1]),
+                    position_embeddings=lm.model.rotary_emb(full, positions), position_ids=positions)
+        out = out[0] if isinstance(out, tuple) else out
+        hidden = out[:, prefix.shape[1]:]
+        outputs.append(hidden)
+    return hidden, outputs
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_reading_the_pool_as_a_key_value_prefix_equals_running_it_through_each_layer(kv_heads):
+    lm = tiny_llama(kv_heads)
+    memory = with_random_vectors(MemoryModel(lm, pool_size=8, write_size=3))
+    pool = torch.randn(3, 2, 8, 32)
+    ids = torch.randint(3, 60, (2, 5))
+    with torch.no_grad():
+        logits = memory.read(pool, ids, torch.ones_like(ids)).logits
+        prefix = [torch.cat([memory.start[l].expand(2, 1, -1), pool[l]], dim=1) for l in range(3)]
+        hidden, _ = run_layers(lm, prefix, lm.model.embed_tokens(ids))
+        reference = lm.lm_head(lm.model.norm(hidden))
+        torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
+        # the memory matters: another pool gives other logits
+        assert not torch.allclose(memory.read(pool + 1, ids, torch.ones_like(ids)).logits, logits, atol=1e-3)
+
+
+def test_padded_text_reads_the_pool_as_unpadded_text_does():
+    lm = tiny_llama(2)
+    memory = with_random_vectors(MemoryModel(lm, pool_size=8, write_size=3))
+    pool = torch.randn(3, 1, 8, 32)
+    ids = torch.randint(3, 60, (1, 5))
+    padded = torch.cat([ids, torch.zeros(1, 3, dtype=torch.long)], dim=1)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0, 0, 0]])
+    with torch.no_grad():
+        alone = memory.read(pool, ids, torch.ones_like(ids)).logits
+        in_batch = memory.read(pool, padded, mask).logits[:, :5]
+    torch.testing.assert_close(alone, in_batch, rtol=1e-5, atol=1e-5)
+
+
+def test_a_write_is_each_layers_output_at_the_chunks_last_k_positions_after_the_recent_pool():
+    lm = tiny_llama(2)
+    memory = with_random_vectors(MemoryModel(lm, pool_size=8, write_size=3))
+    pool = torch.randn(3, 1, 8, 32)
+    chunk = torch.randint(3, 60, (1, 7))
+    with torch.no_grad():
+        new = memory.write(pool, chunk, torch.ones_like(chunk))
+        prefix = [torch.cat([memory.start[l].expand(1, 1, -1), pool[l, :, -3:]], dim=1) for l in range(3)]
+
+        def add_vector(h):
+            return torch.cat([h[:, :-3], h[:, -3:] + memory.write_vector], dim=1)
+
+        _, outputs = run_layers(lm, prefix, lm.model.embed_tokens(chunk), before_layer=add_vector)
+    assert new.shape == (3, 1, 3, 32)
+    for l in range(3):
+        torch.testing.assert_close(new[l], outputs[l][:, -3:], rtol=1e-5, atol=1e-5)
+
+
+def test_a_chunk_shorter_than_k_is_refused_with_the_fix():
+    memory = MemoryModel(tiny_llama(), pool_size=8, write_size=4)
+    chunk = torch.randint(3, 60, (1, 3))
+    with pytest.raises(UserError, match="at least method.write_size=4 tokens.*lower method.write_size"):
+        memory.write(None, chunk, torch.ones_like(chunk))
+
+
+def test_a_model_that_is_not_llama_family_is_refused():
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2))
+    with pytest.raises(UserError, match="Llama-family"):
+        MemoryModel(gpt2, pool_size=8, write_size=2)
+
+
+def test_the_update_keeps_a_sorted_random_subset_and_appends_the_new_tokens():
+    layers, rows, N, K = 3, 2, 10, 4
+    first = torch.arange(K, dtype=torch.float)[None, None, :, None].expand(layers, rows, K, 1)
+    pool = update_pool(None, first, N)
+    assert pool.shape == (layers, rows, N, 1)  # the first write fills the pool by repeating its tokens
+    old = torch.arange(N, dtype=torch.float)[None, None, :, None].expand(layers, rows, N, 1).clone()
+    new = torch.full((layers, rows, K, 1), -1.0)
+    updated = update_pool(old, new, N, torch.Generator().manual_seed(0))
+    assert updated.shape == old.shape  # the size never changes
+    assert (updated[:, :, -K:] == -1).all()
+    kept = updated[:, :, : N - K, 0]
+    assert (kept[..., 1:] > kept[..., :-1]).all()  # old tokens keep their order
+    assert len({tuple(kept[l, r].tolist()) for l in range(layers) for r in range(rows)}) > 1  # per layer and row
+
+
+def test_a_writes_surviving_share_of_the_pool_follows_one_minus_k_over_n_to_the_power_t_minus_one():
+    layers, rows, N, K = 4, 512, 64, 8
+    generator = torch.Generator().manual_seed(0)
+    pool = update_pool(None, torch.zeros(layers, rows, K, 1), N)  # a full pool of earlier writes (tag 0)
+    target = 1.0
+    pool = update_pool(pool, torch.full((layers, rows, K, 1), target), N, generator)
+    for t in range(1, 25):
+        survived = (pool == target).float().sum(2).mean().item() / K
+        assert survived == pytest.approx((1 - K / N) ** (t - 1), abs=0.01), t
+        pool = update_pool(pool, torch.full((layers, rows, K, 1), 100.0 + t), N, generator)
+
+
+# ------------------------------------------------------------------------------------------ the stream method
+
+
+def debug_method(tmp_path, *overrides):
+    from lit_knowledge.methods.memoryllm.method import MemoryLLM
+
+    cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                      [f"run.root={tmp_path}", "method.train_steps=0", "method.pool_size=32",
+                       "method.write_size=8", *overrides])
+    return MemoryLLM(cfg)
+
+
+def write_step(method, k):
+    from lit_knowledge.data.prompts import collate
+
+    rows = method.training_examples(method.stream.steps[k])
+    batch = collate([rows[i] for i in range(len(rows))], method.tokenizer.pad_token_id)
+    method.training_step(batch, 0)
+
+
+def test_documents_are_written_in_order_and_the_pool_keeps_its_size(tmp_path, tmp_cache):
+    method = debug_method(tmp_path)
+    assert method.keeps_document_order
+    write_step(method, 0)
+    documents = len(method.stream.steps[0].documents)
+    assert method.writes == documents
+    assert method.pool.shape == (method.memory.num_layers, 1, 32, method.memory.hidden)
+    assert not method.pool.requires_grad
+    before = method.extra_storage_bytes()
+    write_step(method, 1)
+    assert method.pool.shape[2] == 32 and method.extra_storage_bytes() == before
+
+
+def test_a_checkpointed_pool_resumes_bit_for_bit(tmp_path, tmp_cache):
+    method = debug_method(tmp_path)
+    write_step(method, 0)
+    checkpoint = {}
+    method.on_save_checkpoint(checkpoint)
+    path = tmp_path / "state.pt"
+    torch.save(checkpoint, path)
+    write_step(method, 1)
+
+    resumed = debug_method(tmp_path)
+    resumed.on_load_checkpoint(torch.load(path, weights_only=False))
+    write_step(resumed, 1)
+    assert torch.equal(method.pool, resumed.pool)
+    assert resumed.writes == method.writes
+    probes = method.stream.steps[1].probes[:4]
+    assert method.answer(probes) == resumed.answer(probes)
+
+
+def test_a_document_shorter_than_k_is_refused_before_anything_is_written(tmp_path, tmp_cache):
+    with pytest.raises(UserError, match="shorter than method.write_size=64"):
+        method = debug_method(tmp_path, "method.pool_size=128", "method.write_size=64")
+        method.training_examples(method.stream.steps[0])
+
+
+def test_a_long_document_is_written_as_chunks_of_at_least_k_tokens(tmp_path, tmp_cache):
+    method = debug_method(tmp_path, "method.chunk_length=12")
+    text = " ".join(d.text for d in method.stream.steps[0].documents[:2])
+    chunks = method.chunks(text)
+    assert len(chunks) > 1 and all(8 <= len(c) <= 12 + 8 for c in chunks)
+    from lit_knowledge.data.prompts import token_ids
+
+    ids = token_ids(method.tokenizer, text)
+    assert chunks[0] == ids[:12] and chunks[-1][-3:] == ids[-3:]  # in order, from the first token to the last
+
+
+def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache):
+    from lit_knowledge.methods.memoryllm.training import MemoryTraining
+
+    cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                      [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
+                       "method.train_batch_size=3", "method.background_rows=2"])
+    module = MemoryTraining(cfg)
+    module.log = lambda *a, **k: None
+    for step in range(4):
+        loss = module.training_step(torch.tensor(step), 0)
+        loss.backward()
+        assert not module.pool.requires_grad and module.pool.shape == (module.memory.num_layers, 3, 32, 128)
+    trained = [n for n, p in module.memory.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0]
+    assert "start" in trained and "write_vector" in trained and any("lora" in n for n in trained)
+
+
+def test_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
+    """Held out at the level of people: a training step's documents and questions are about fresh people and
+    the rehearsal half of the background, never about a stream person (test or dev stream) or a person locality
+    asks about, so none of their facts is in any text the memory module learns from."""
+    from lit_knowledge.data.world import World
+    from lit_knowledge.methods.memoryllm.training import MemoryTraining
+
+    cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)], [f"run.root={tmp_path}", "method.write_size=8",
+                                                               "method.train_batch_size=8"])
+    module = MemoryTraining(cfg)
+    world = module.world
+    dev = World(load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)], ["data.world.stream_seed=1"]).data.world)
+    held_out = {p.name for p in world.stream_people + dev.stream_people + world.locality_people()}
+    rehearsed = {p.name for p in world.rehearsal_people()}
+    seen, regimes = set(), set()
+    for step in range(300):
+        draw = module.draw(step, can_replay=step % 2 == 1)
+        regimes.add(draw.regime)
+        texts = [d for group in draw.documents for d in group]
+        texts += [f"{q} {a}" for rows in (draw.asked, draw.background) for qa in rows for q, a in qa]
+        for text in texts:
+            named = {name for name in held_out | rehearsed if name in text}
+            assert not named & held_out, (named & held_out, text)
+            seen |= named
+    assert regimes == {"single", "multi", "replay"}
+    assert seen and seen <= rehearsed  # background rows name rehearsed people only
+
+
+@pytest.mark.slow
+def test_a_trained_memory_module_answers_from_what_it_wrote(tmp_path, tmp_cache):
+    """The paper's claim at its smallest: after a short training on fresh people, questions about a document
+    just written into a pool of other documents are answered better than with no memory."""
+    from lit_knowledge.methods.memoryllm.training import memory_build, train_memory_module
+
+    cfg = load_config([str(MEMORYLLM_YAML)], [f"run.root={tmp_path}", "method.train_steps=300",
+                                              "trainer.enable_progress_bar=false"])
+    train_memory_module(cfg)
+    import json
+
+    report = json.loads((memory_build(cfg).path / "memory.json").read_text())["report"]
+    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.15, report
+    assert math.isfinite(report["efficacy_f1"])

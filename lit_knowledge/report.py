@@ -7,6 +7,8 @@ writes into the experiment directory (or --out):
     comparison.csv   one row per run: run, method, kind, path, then every metric
     comparison.png   bars of the main metrics per run and, when runs have per-step curves,
                      retention_f1 (QA streams) or reliability (edit streams) against the step
+    retention_by_age.png   when runs report F1 by a document's age (MemoryLLM): measured beside theory,
+                     and comparison.md gains the table of fitted and theoretical decay rates
 A missing directory or no results prints `error: ...` on stderr and exits with code 2.
 """
 
@@ -137,6 +139,38 @@ def plot_comparison(rows: list[dict], path: Path, title: str = "") -> None:
     os.replace(tmp, path)
 
 
+def retention_by_age_section(rows: list[dict], path: Path) -> str:
+    """For runs that report `retention_by_age` (MemoryLLM): a plot of F1 by age beside each run's theory, and a
+    table of the fitted and theoretical decay rates; "" when no run has it."""
+    runs = [r for r in rows if r.get("retention_by_age")]
+    if not runs:
+        return ""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.subplots()
+    lines = ["| run | a_1 (t = 1) | floor | fitted rate | theory log(1 - K/N) | fitted / theory | ages fitted |",
+             "|---|---|---|---|---|---|---|"]
+    for i, r in enumerate(runs):
+        by_age = r["retention_by_age"]
+        color = f"C{i}"
+        ax.plot(by_age["age"], by_age["f1"], marker="o", markersize=3, color=color, label=f"{r['run']} (measured)")
+        ax.plot(by_age["age"], by_age["theory_f1"], linestyle="--", color=color, label=f"{r['run']} (theory)")
+        fitted, theory = by_age["fitted_decay_rate"], by_age["theory_decay_rate"]
+        ratio = f"{fitted / theory:.2f}" if fitted is not None and theory else "–"
+        lines.append(f"| {r['run']} | {by_age['f1'][0]:.3f} | {by_age['floor']:.3f} | "
+                     f"{'–' if fitted is None else f'{fitted:.4f}'} | {theory:.4f} | {ratio} | {by_age['ages_fitted']} |")
+    ax.set_xlabel("age t (writes since the document's, plus one)")
+    ax.set_ylabel("F1 on the document's probes")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return "\n## Retention by age\n\n" + "\n".join(lines) + "\n"
+
+
 def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
     exp_dir = Path(exp_dir)
@@ -145,7 +179,7 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     check_writable_dir(out_dir, "--out" if out_dir != exp_dir else "experiment directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = metric_columns(rows)
-    table = results_table(rows, columns)
+    table = results_table(rows, columns) + retention_by_age_section(rows, out_dir / "retention_by_age.png")
     (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
     (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
     plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)

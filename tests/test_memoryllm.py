@@ -263,3 +263,40 @@ def test_a_trained_memory_module_answers_from_what_it_wrote(tmp_path, tmp_cache)
     report = json.loads((memory_build(cfg).path / "memory.json").read_text())["report"]
     assert report["efficacy_f1"] > report["no_memory_f1"] + 0.15, report
     assert math.isfinite(report["efficacy_f1"])
+
+
+def test_retention_by_age_recovers_the_decay_rate_of_a_stream_that_follows_the_theory():
+    from lit_knowledge.methods.memoryllm.method import retention_by_age
+
+    K, N, floor, a1, steps = 16, 64, 0.1, 0.8, 12
+    rate = math.log(1 - K / N)
+    matrix = [[floor + (a1 - floor) * math.exp(rate * (k - j)) for j in range(k + 1)] + [None] * (steps - k - 1)
+              for k in range(steps)]
+    out = retention_by_age(matrix, K, N, floor)
+    assert out["age"] == list(range(1, steps + 1))
+    assert out["fitted_decay_rate"] == pytest.approx(rate, rel=1e-6)
+    assert out["theory_decay_rate"] == pytest.approx(rate)
+    assert out["theory_f1"] == pytest.approx(out["f1"])
+    flat = retention_by_age([[0.5] * (k + 1) + [None] * (steps - k - 1) for k in range(steps)], K, N, 0.1)
+    assert flat["fitted_decay_rate"] == pytest.approx(0.0, abs=1e-9)  # nothing forgotten: no decay
+
+
+def test_the_report_draws_retention_by_age_and_tables_the_decay_rates(tmp_path):
+    import json
+
+    from lit_knowledge.methods.memoryllm.method import retention_by_age
+    from lit_knowledge.report import build_report
+
+    matrix = [[0.8 * 0.75 ** (k - j) for j in range(k + 1)] + [None] * (5 - k) for k in range(6)]
+    for name, floor in (("memoryllm-N64", 0.0), ("base", None)):
+        run = tmp_path / "exp" / name
+        run.mkdir(parents=True)
+        results = {"run": name, "method": name.split("-")[0], "kind": "qa", "metrics": {"efficacy_f1": 0.5},
+                   "curves": {}}
+        if floor is not None:
+            results["retention_by_age"] = retention_by_age(matrix, 16, 64, floor)
+        (run / "results.json").write_text(json.dumps(results))
+    build_report(tmp_path / "exp")
+    text = (tmp_path / "exp" / "comparison.md").read_text()
+    assert "## Retention by age" in text and "| memoryllm-N64 | 0.800 | 0.000 | -0.2877 | -0.2877 | 1.00 | 6 |" in text
+    assert (tmp_path / "exp" / "retention_by_age.png").stat().st_size > 0

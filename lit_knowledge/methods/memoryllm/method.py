@@ -9,12 +9,15 @@ saved in every checkpoint and restored exactly.
 
 from __future__ import annotations
 
+import math
+
 import torch
 from datasets import Dataset
 
 from lit_knowledge.data.prompts import encode_scored_target, scored_tokens, token_ids
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.contract import TokenPrediction
+from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
 from lit_knowledge.methods.memoryllm.memory import greedy_answers, memory_lm_loss, scored_argmax
 from lit_knowledge.methods.memoryllm.training import load_memory_model
@@ -94,6 +97,29 @@ class MemoryLLM(KnowledgeMethod):
         return memory_lm_loss(self.memory, self.pool, self.tokenizer, texts, self.cfg.data.max_length,
                               self.cfg.eval.batch_size)
 
+    # ------------------------------------------------------------------------------ retention by age
+
+    def results(self) -> dict:
+        """The protocol's results, plus retention by age against the pool's theory (`retention_by_age`)."""
+        out = super().results()
+        if out.get("retention_matrix"):
+            m = self.memory
+            out["retention_by_age"] = retention_by_age(out["retention_matrix"], m.write_size, m.pool_size,
+                                                       self.no_memory_f1())
+            for key in ("fitted_decay_rate", "theory_decay_rate"):
+                out["metrics"][key] = out["retention_by_age"][key]
+        return out
+
+    def no_memory_f1(self) -> float:
+        """The floor: F1 on every stream probe read with an empty memory (the start vectors alone)."""
+        probes = [p for group in self.protocol.step_probes for p in group]
+        if not probes:
+            return 0.0
+        prompts = [self.qa_prompt(p.question) for p in probes]
+        answers = greedy_answers(self.memory, None, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
+                                 self.cfg.eval.batch_size)
+        return qa_scores(answers, [p.answers for p in probes])["f1"]
+
     # ------------------------------------------------------------------------------ state
 
     def configure_optimizers(self):
@@ -117,3 +143,32 @@ class MemoryLLM(KnowledgeMethod):
         m = self.memory
         pool = m.num_layers * m.pool_size * m.hidden * m.start.element_size()
         return pool + vectors
+
+
+def retention_by_age(matrix: list[list[float | None]], write_size: int, pool_size: int, floor: float) -> dict:
+    """F1 on a step's probes by its age t (1 = just written, t = after t - 1 further steps), averaged over the
+    steps that reached that age, beside the theory a_1 (1 - K/N)^(t - 1) with one write per step.
+
+    The decay rate is fitted by least squares on log(F1_t - floor) for the ages whose F1 is still above the
+    floor (the no-memory F1: what is left when nothing of the document survives); the theory's rate is
+    log(1 - K/N) per write.
+    """
+    by_age: dict[int, list[float]] = {}
+    for k, row in enumerate(matrix):
+        for j in range(k + 1):
+            if j < len(row) and row[j] is not None:
+                by_age.setdefault(k - j + 1, []).append(row[j])
+    ages = sorted(by_age)
+    f1 = [sum(by_age[t]) / len(by_age[t]) for t in ages]
+    theory_rate = math.log(1 - write_size / pool_size) if write_size < pool_size else float("-inf")
+    a1 = f1[0] if f1 else 0.0
+    usable = [(t, math.log(v - floor)) for t, v in zip(ages, f1) if v - floor > 0.01]
+    fitted = None
+    if len(usable) >= 2:
+        mean_t = sum(t for t, _ in usable) / len(usable)
+        mean_y = sum(y for _, y in usable) / len(usable)
+        var = sum((t - mean_t) ** 2 for t, _ in usable)
+        fitted = sum((t - mean_t) * (y - mean_y) for t, y in usable) / var if var else None
+    return {"age": ages, "f1": f1, "floor": floor,
+            "theory_f1": [floor + (a1 - floor) * math.exp(theory_rate * (t - 1)) for t in ages],
+            "fitted_decay_rate": fitted, "theory_decay_rate": theory_rate, "ages_fitted": len(usable)}

@@ -1,4 +1,5 @@
-"""Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop.
+"""Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop;
+`memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py).
 
     python -m lit_knowledge.bench overhead [--steps N] [--batch-size B] [--repeats R] [--warmup W]
                                            [--logger csv|none] [--progress-bar] [--json PATH] [key=value ...]
@@ -362,7 +363,32 @@ def parse_args(argv):
                    help="Lightning progress bar (default off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    m = sub.add_parser("memoryllm", help="MemoryLLM over many writes: pool bytes, held-out LM loss, time per "
+                                         "write, first and last writes answered",
+                       description="MemoryLLM's integrity and cost over many writes of unrelated text "
+                                   "(lit_knowledge/methods/memoryllm/integrity.py).")
+    m.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. method.pool_size=256)")
+    m.add_argument("--config", default="configs/memoryllm/memoryllm.yaml", help="the memoryllm config")
+    m.add_argument("--writes", type=int, default=2000, help="unrelated documents written (default 2000)")
+    m.add_argument("--every", type=int, default=250, help="record every this many writes (default 250)")
+    m.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
+
+
+def bench_memoryllm(args) -> int:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.memoryllm.integrity import format_integrity, integrity
+
+    cfg = load_config([args.config], args.overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = integrity(cfg, writes=args.writes, every=args.every)
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"figures written to {args.json}")
+    print(format_integrity(res))
+    return 0
 
 
 @cli_entry_point
@@ -372,6 +398,8 @@ def main(argv=None) -> int:
 
     for name in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
+    if args.bench == "memoryllm":
+        return bench_memoryllm(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = overhead(steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,

@@ -300,3 +300,28 @@ def test_the_report_draws_retention_by_age_and_tables_the_decay_rates(tmp_path):
     text = (tmp_path / "exp" / "comparison.md").read_text()
     assert "## Retention by age" in text and "| memoryllm-N64 | 0.800 | 0.000 | -0.2877 | -0.2877 | 1.00 | 6 |" in text
     assert (tmp_path / "exp" / "retention_by_age.png").stat().st_size > 0
+
+
+def test_one_memory_module_serves_every_stream_and_pool_size_of_a_world():
+    from lit_knowledge.methods.memoryllm.training import memory_build
+
+    def key(*overrides):
+        return memory_build(load_config([str(MEMORYLLM_YAML)], ["method.train_pool_size=128", *overrides])).key
+
+    same = {key(), key("data.world.num_steps=40", "data.world.entities_per_step=1"), key("data.world.stream_seed=1"),
+            key("method.pool_size=256"), key("eval.max_probes=5")}
+    assert len(same) == 1
+    assert key("method.train_steps=10") not in same and key("data.world.num_background=50") not in same
+    assert key("model.lora.r=4") not in same
+
+
+def test_the_integrity_bench_keeps_the_pool_size_and_reports_every_target(tmp_path, tmp_cache):
+    from lit_knowledge.methods.memoryllm.integrity import format_integrity, integrity
+
+    cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                      [f"run.root={tmp_path}", "method.train_steps=0", "method.pool_size=32", "method.write_size=8"])
+    res = integrity(cfg, writes=6, every=3, probe_docs=2)
+    assert [r["writes"] for r in res["rows"]] == [2, 5, 8] and res["writes"] == 10
+    assert res["pool_bytes_constant"] and res["rows"][0]["pool_bytes"] == 3 * 32 * 128 * 4
+    text = format_integrity(res)
+    assert "pool bytes constant: met" in text and "held-out LM loss change" in text and "last targets F1" in text

@@ -228,7 +228,7 @@ class MemoryLLMParams(MethodParams):
     curriculum_steps: int = doc(1500, "Steps over which the most contexts grows from 2 to max_contexts.", minimum=1)
     replay_share: float = doc(0.2, "Share of steps replaying an earlier step's questions after the writes made since "
                                    "(gradient through the read only).", minimum=0, maximum=1)
-    background_rows: int = doc(4, "Rows per training step asking what the model already knew (the world's rehearsal "
+    background_rows: int = doc(8, "Rows per training step asking what the model already knew (the world's rehearsal "
                                   "half of the background; locality asks only the other half), read with the same "
                                   "memory, so that reading a full pool keeps the model's own knowledge.", minimum=0)
 

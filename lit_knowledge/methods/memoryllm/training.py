@@ -67,8 +67,11 @@ def memory_recipe(cfg) -> dict:
     m = cfg.method
     training = {f: m[f] for f in TRAINING_FIELDS}
     training["train_pool_size"] = m.train_pool_size or m.pool_size
-    return {"version": TRAINING_VERSION, "model": base_model_recipe(cfg), "lora": to_dict(cfg.model.lora), "training": training,
-            "world": to_dict(cfg.data.world), "max_length": cfg.data.max_length, "seed": cfg.run.seed}
+    world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
+    background = {"seed": world.seed, "num_background": world.num_background,
+                  "num_organisations": world.num_organisations}
+    return {"version": TRAINING_VERSION, "model": base_model_recipe(cfg), "lora": to_dict(cfg.model.lora),
+            "training": training, "world": background, "max_length": cfg.data.max_length, "seed": cfg.run.seed}
 
 
 def memory_build(cfg) -> CachedBuild:

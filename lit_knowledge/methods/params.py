@@ -223,7 +223,11 @@ class MemoryLLMParams(MethodParams):
                                       "with the new tokens (N - K random old ones, detached) rather than the new "
                                       "tokens alone.", minimum=0, maximum=1)
     multi_share: float = doc(0.3, "Share of steps in the several-contexts regime: earlier documents written without "
-                                  "gradient, the last with it, questions about any of them.", minimum=0, maximum=1)
+                                  "gradient, the last with it, questions about one of them (multi_target).",
+                             minimum=0, maximum=1)
+    multi_target: str = doc("any", "Which document a several-contexts step asks about: any of them, or only the earlier "
+                                   "ones, never the newest (docs/results/memoryllm.md compares both on the dev stream).",
+                            choices=("any", "earlier"))
     max_contexts: int = doc(8, "Most documents written in one several-contexts step (curriculum's end).", minimum=2)
     curriculum_steps: int = doc(1500, "Steps over which the most contexts grows from 2 to max_contexts.", minimum=1)
     replay_share: float = doc(0.2, "Share of steps replaying an earlier step's questions after the writes made since "

@@ -10,7 +10,7 @@ written step after step, as the stream will write it. The paper's three regimes,
   the running pool updated with the new tokens (`join_pool_share`; the old tokens detached) or the new
   tokens alone;
 - **several contexts** (`multi_share`): 2..m documents written in turn, all but the last without gradient,
-  questions about any one of them; m grows from 2 to `max_contexts` over `curriculum_steps` (the curriculum);
+  questions about any one of them (`multi_target: any`) or only about the earlier ones (`earlier`); m grows from 2 to `max_contexts` over `curriculum_steps` (the curriculum);
 - **replay** (`replay_share`): questions of an earlier step asked again after the writes made since, from
   the running pool (gradient through the read only).
 
@@ -51,7 +51,7 @@ ADAPTER = "adapter"
 WEIGHTS = "model"
 TRAINING_FIELDS = ("train_steps", "train_lr", "train_batch_size", "train_pool_size", "write_size", "chunk_length",
                    "questions_per_target", "single_share", "join_pool_share", "multi_share", "max_contexts",
-                   "curriculum_steps", "replay_share", "background_rows")
+                   "curriculum_steps", "replay_share", "background_rows", "multi_target")
 
 
 def base_model_recipe(cfg) -> dict:
@@ -216,7 +216,9 @@ class MemoryTraining(L.LightningModule):
             people = [[self.world.fresh_person(rng) for _ in range(rows)] for _ in range(n)]
             out.documents = [[self.world.document(person, rng) for person in group] for group in people]
             out.join_pool = regime == "multi" or rng.random() < p.join_pool_share
-            out.asked = [self.questions(rng, people[rng.randrange(n)][r]) for r in range(rows)]
+            # several contexts: questions about any of them, or (multi_target: earlier) never about the newest
+            among = n - 1 if regime == "multi" and p.multi_target == "earlier" else n
+            out.asked = [self.questions(rng, people[rng.randrange(among)][r]) for r in range(rows)]
             out.keep_for_replay = rng.random() < 0.5
         out.background = [self.questions(rng, rng.choice(self.rehearsed), self.world.background)
                           for _ in range(min(p.background_rows, rows))]

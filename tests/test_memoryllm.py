@@ -97,11 +97,16 @@ def test_a_write_is_each_layers_output_at_the_chunks_last_k_positions_after_the_
         torch.testing.assert_close(new[l], outputs[l][:, -3:], rtol=1e-5, atol=1e-5)
 
 
-def test_a_chunk_shorter_than_k_is_refused_with_the_fix():
-    memory = MemoryModel(tiny_llama(), pool_size=8, write_size=4)
+def test_a_chunk_shorter_than_k_writes_as_many_tokens_as_it_has_and_the_pool_keeps_its_size():
+    memory = with_random_vectors(MemoryModel(tiny_llama(), pool_size=8, write_size=4))
+    pool = torch.randn(3, 1, 8, 32)
     chunk = torch.randint(3, 60, (1, 3))
-    with pytest.raises(UserError, match="at least method.write_size=4 tokens.*lower method.write_size"):
-        memory.write(None, chunk, torch.ones_like(chunk))
+    with torch.no_grad():
+        new = memory.write(pool, chunk, torch.ones_like(chunk))
+        assert new.shape == (3, 1, 3, 32)
+        assert memory.update(pool, new, torch.Generator().manual_seed(0)).shape == pool.shape
+        with pytest.raises(UserError, match="empty chunk"):
+            memory.write(pool, chunk, torch.zeros_like(chunk))
 
 
 def test_a_model_that_is_not_llama_family_is_refused():
@@ -188,10 +193,22 @@ def test_a_checkpointed_pool_resumes_bit_for_bit(tmp_path, tmp_cache):
     assert method.answer(probes) == resumed.answer(probes)
 
 
-def test_a_document_shorter_than_k_is_refused_before_anything_is_written(tmp_path, tmp_cache):
-    with pytest.raises(UserError, match="shorter than method.write_size=64"):
-        method = debug_method(tmp_path, "method.pool_size=128", "method.write_size=64")
-        method.training_examples(method.stream.steps[0])
+def test_an_edit_stream_is_written_edit_by_edit_and_scored_against_the_empty_memory(tmp_path, tmp_cache, capsys):
+    import json
+
+    from lit_knowledge import train
+
+    root = tmp_path / "runs"
+    code = train.main(["--config", str(MEMORYLLM_YAML), "--config", str(DEBUG_YAML), f"run.root={root}",
+                       "data.source=world_edits", "data.num_edits=4", "method.train_steps=0", "method.pool_size=32",
+                       "method.write_size=8"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads(next(root.rglob("results.json")).read_text())
+    metrics = results["metrics"]
+    assert results["kind"] == "edit"
+    for name in ("reliability", "generalization", "locality", "portability"):
+        assert 0 <= metrics[name] <= 1 and 0 <= metrics[f"pre_edit_{name}"] <= 1
+    assert metrics["mean_gain"] is not None and metrics["extra_storage_bytes"] == 3 * 32 * 128 * 4 + 4 * 128 * 4
 
 
 def test_a_long_document_is_written_as_chunks_of_at_least_k_tokens(tmp_path, tmp_cache):

@@ -9,7 +9,8 @@ the hidden size; a learned start vector per layer sits before it.
 - **Write** a chunk of text. The same prefix, made of the last K pool tokens ([start_l; θ_l[-K:]]), comes
   before the chunk at every layer; one learned vector (`write_vector`) is added to the chunk's last K hidden
   states before every layer, and the layer's outputs there are that layer's K new memory tokens. A chunk
-  shorter than K tokens is an error: it has no last K positions.
+  shorter than K tokens (an edit's one-line statement) writes as many tokens as it has: the update then
+  drops as many old ones, and the pool keeps its size.
 - **Update.** Per layer, independently, a random sorted subset of N - K old tokens is kept and the K new
   ones are appended. The first write fills the pool by repeating its K tokens.
 
@@ -141,13 +142,13 @@ class MemoryModel(nn.Module):
     # ------------------------------------------------------------------------------ write
 
     def write(self, pool: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """The K new memory tokens per layer, (layers, batch, K, hidden), written from left-padded chunks."""
-        K = self.write_size
-        shortest = int(attention_mask.sum(1).min())
-        if input_ids.shape[1] < K or not bool(attention_mask[:, -K:].all()):
-            raise UserError(f"memoryllm writes chunks of at least method.write_size={K} tokens and got one of "
-                            f"{shortest}: lower method.write_size or write longer texts")
-        recent = None if pool is None else pool[:, :, -K:]
+        """The new memory tokens per layer, (layers, batch, K', hidden), written from left-padded chunks: K' = K,
+        or the shortest chunk's length when that is less (a short edit statement writes as many tokens as it has,
+        and the update then drops as many old ones)."""
+        K = min(self.write_size, int(attention_mask.sum(1).min()))
+        if K < 1:
+            raise UserError("memoryllm was asked to write an empty chunk: every written text needs a token")
+        recent = None if pool is None else pool[:, :, -self.write_size:]
         batch = input_ids.shape[0]
         cache, length = self.prefix_cache(recent, batch)
         mask = torch.cat([attention_mask.new_ones(batch, length), attention_mask], dim=1)

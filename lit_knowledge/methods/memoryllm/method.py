@@ -5,6 +5,10 @@ Each stream step's documents are written in the stream's order, without gradient
 every layer. No weight changes during the stream: what the model knows of it is in the pool, whose size
 never changes however much is written. The pool, the update's random generator and the write count are
 saved in every checkpoint and restored exactly.
+
+On an edit stream each edit's statement (its prompt, then the new target) is written instead, and the editors'
+protocol scores it through the contract, as the paper's editing table does: the pre-edit floor is the module
+with an empty memory.
 """
 
 from __future__ import annotations
@@ -15,7 +19,9 @@ import torch
 from datasets import Dataset
 
 from lit_knowledge.data.prompts import encode_scored_target, scored_tokens, token_ids
+from lit_knowledge.data.streams import EditStream
 from lit_knowledge.errors import UserError
+from lit_knowledge.evaluation.edit_protocol import EditProtocol, format_prompt
 from lit_knowledge.evaluation.contract import TokenPrediction
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
@@ -42,21 +48,47 @@ class MemoryLLM(KnowledgeMethod):
     # ------------------------------------------------------------------------------ writing
 
     def chunks(self, text: str) -> list[list[int]]:
-        """The token ids of `text` cut into chunks of at most chunk_length, each of at least write_size tokens."""
+        """The token ids of `text` cut into chunks of at most chunk_length; a last piece shorter than write_size
+        borrows tokens from the one before (a text shorter than write_size is one short chunk)."""
         p = self.params
         ids = token_ids(self.tokenizer, text)
-        if len(ids) < p.write_size:
-            raise UserError(f"memoryllm: a document of {len(ids)} tokens is shorter than method.write_size="
-                            f"{p.write_size} ({text[:40]!r}...): lower method.write_size")
+        if not ids:
+            raise UserError(f"memoryllm: a text to write has no tokens ({text!r}): drop it from the data")
         pieces = [ids[i : i + p.chunk_length] for i in range(0, len(ids), p.chunk_length)]
         if len(pieces) > 1 and len(pieces[-1]) < p.write_size:  # the last piece borrows from the one before
             short = p.write_size - len(pieces[-1])
             pieces[-1] = pieces[-2][-short:] + pieces[-1]
         return pieces
 
+    # ------------------------------------------------------------------------------ edit streams
+
+    @property
+    def edits(self) -> bool:
+        return isinstance(self.stream, EditStream)
+
+    def make_protocol(self):
+        """Edit streams (zsRE, CounterFact, the world's edits) are scored by the editors' protocol, through the
+        contract: each edit's statement is written into the pool and its prompts are read from it."""
+        if isinstance(self.stream, EditStream):
+            return EditProtocol(self.stream, self.cfg.eval)
+        return super().make_protocol()
+
+    def stream_units(self) -> list:
+        return self.stream.edits if self.edits else self.stream.steps
+
+    def texts_to_write(self, unit) -> list[str]:
+        """A stream step's documents, or an edit's statement: its prompt in the stream's style, then target_new."""
+        if self.edits:
+            return [f"{format_prompt(self.stream.prompt_style, unit.prompt)} {unit.target_new}"]
+        return [d.text for d in unit.documents]
+
+    def on_train_start(self):
+        if self.edits and self.protocol.pre_edit is None:
+            self.protocol.record_pre_edit(self)  # the floor: the module with an empty memory
+
     def training_examples(self, step):
-        """The step's documents as chunks to write, in the stream's order (labels unused: nothing is trained)."""
-        rows = [chunk for d in step.documents for chunk in self.chunks(d.text)]
+        """The step's texts as chunks to write, in the stream's order (labels unused: nothing is trained)."""
+        rows = [chunk for text in self.texts_to_write(step) for chunk in self.chunks(text)]
         if not rows:
             return encode_all(self.tokenizer, [], self.cfg.data.max_length)
         return Dataset.from_dict({"input_ids": rows, "labels": rows})
@@ -126,8 +158,11 @@ class MemoryLLM(KnowledgeMethod):
         return None  # nothing is trained during the stream
 
     def method_state(self) -> dict:
-        return {"pool": None if self.pool is None else self.pool.detach().cpu().clone(),
-                "drop_rng": self.drop.get_state(), "writes": self.writes}
+        state = {"pool": None if self.pool is None else self.pool.detach().cpu().clone(),
+                 "drop_rng": self.drop.get_state(), "writes": self.writes}
+        if self.edits:
+            state["protocol"] = self.protocol.state()
+        return state
 
     def load_method_state(self, state: dict) -> None:
         if not state:
@@ -136,6 +171,8 @@ class MemoryLLM(KnowledgeMethod):
         self.pool = None if pool is None else pool.to(self.memory.start.device, self.memory.start.dtype)
         self.drop.set_state(state["drop_rng"])
         self.writes = state.get("writes", 0)
+        if self.edits and "protocol" in state:
+            self.protocol.load_state(state["protocol"])
 
     def extra_storage_bytes(self) -> int:
         """The pool (allocated at its full size from the first write on) and the learned vectors."""

@@ -37,8 +37,8 @@ def run_layers(lm, per_layer_prefix, hidden, before_layer=lambda h: h):
     """The reference: at every layer the prefix tokens go through the whole layer beside the text (queries, MLP),
     and their outputs are thrown away; returns the text's final hidden states and each layer's outputs."""
     outputs = []
-    for l, layer in enumerate(lm.model.layers):
-        prefix = per_layer_prefix[l]
+    for layer_i, layer in enumerate(lm.model.layers):
+        prefix = per_layer_prefix[layer_i]
         hidden = before_layer(hidden)
         full = torch.cat([prefix, hidden], dim=1)
         positions = torch.arange(full.shape[1])[None]
@@ -58,7 +58,7 @@ def test_reading_the_pool_as_a_key_value_prefix_equals_running_it_through_each_l
     ids = torch.randint(3, 60, (2, 5))
     with torch.no_grad():
         logits = memory.read(pool, ids, torch.ones_like(ids)).logits
-        prefix = [torch.cat([memory.start[l].expand(2, 1, -1), pool[l]], dim=1) for l in range(3)]
+        prefix = [torch.cat([memory.start[layer_i].expand(2, 1, -1), pool[layer_i]], dim=1) for layer_i in range(3)]
         hidden, _ = run_layers(lm, prefix, lm.model.embed_tokens(ids))
         reference = lm.lm_head(lm.model.norm(hidden))
         torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
@@ -86,15 +86,15 @@ def test_a_write_is_each_layers_output_at_the_chunks_last_k_positions_after_the_
     chunk = torch.randint(3, 60, (1, 7))
     with torch.no_grad():
         new = memory.write(pool, chunk, torch.ones_like(chunk))
-        prefix = [torch.cat([memory.start[l].expand(1, 1, -1), pool[l, :, -3:]], dim=1) for l in range(3)]
+        prefix = [torch.cat([memory.start[layer_i].expand(1, 1, -1), pool[layer_i, :, -3:]], dim=1) for layer_i in range(3)]
 
         def add_vector(h):
             return torch.cat([h[:, :-3], h[:, -3:] + memory.write_vector], dim=1)
 
         _, outputs = run_layers(lm, prefix, lm.model.embed_tokens(chunk), before_layer=add_vector)
     assert new.shape == (3, 1, 3, 32)
-    for l in range(3):
-        torch.testing.assert_close(new[l], outputs[l][:, -3:], rtol=1e-5, atol=1e-5)
+    for layer_i in range(3):
+        torch.testing.assert_close(new[layer_i], outputs[layer_i][:, -3:], rtol=1e-5, atol=1e-5)
 
 
 def test_a_chunk_shorter_than_k_writes_as_many_tokens_as_it_has_and_the_pool_keeps_its_size():
@@ -127,7 +127,7 @@ def test_the_update_keeps_a_sorted_random_subset_and_appends_the_new_tokens():
     assert (updated[:, :, -K:] == -1).all()
     kept = updated[:, :, : N - K, 0]
     assert (kept[..., 1:] > kept[..., :-1]).all()  # old tokens keep their order
-    assert len({tuple(kept[l, r].tolist()) for l in range(layers) for r in range(rows)}) > 1  # per layer and row
+    assert len({tuple(kept[layer_i, r].tolist()) for layer_i in range(layers) for r in range(rows)}) > 1  # per layer and row
 
 
 def test_a_writes_surviving_share_of_the_pool_follows_one_minus_k_over_n_to_the_power_t_minus_one():

@@ -116,8 +116,8 @@ class MemoryModel(nn.Module):
         length = tokens.shape[2]
         positions = torch.arange(length, device=tokens.device)[None].expand(rows, -1)
         cos, sin = self.decoder.rotary_emb(tokens[0], positions)
-        for l, layer in enumerate(self.layers):
-            h = layer.input_layernorm(tokens[l])
+        for layer_i, layer in enumerate(self.layers):
+            h = layer.input_layernorm(tokens[layer_i])
             attn = layer.self_attn
             k = attn.k_proj(h).view(rows, length, -1, self.head_dim).transpose(1, 2)
             v = attn.v_proj(h).view(rows, length, -1, self.head_dim).transpose(1, 2)
@@ -126,7 +126,7 @@ class MemoryModel(nn.Module):
             k = rotate(k, cos, sin)
             if rows != batch:
                 k, v = k.expand(batch, -1, -1, -1), v.expand(batch, -1, -1, -1)
-            cache.update(k, v, l)
+            cache.update(k, v, layer_i)
         return cache, length
 
     def read(self, memory: torch.Tensor | None, input_ids: torch.Tensor, attention_mask: torch.Tensor,

@@ -21,8 +21,8 @@ from datasets import Dataset
 from lit_knowledge.data.prompts import encode_scored_target, scored_tokens, token_ids
 from lit_knowledge.data.streams import EditStream
 from lit_knowledge.errors import UserError
-from lit_knowledge.evaluation.edit_protocol import EditProtocol, format_prompt
 from lit_knowledge.evaluation.contract import TokenPrediction
+from lit_knowledge.evaluation.edit_protocol import EditProtocol, format_prompt
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
 from lit_knowledge.methods.memoryllm.memory import greedy_answers, memory_lm_loss, scored_argmax
@@ -63,7 +63,7 @@ class MemoryLLM(KnowledgeMethod):
     # ------------------------------------------------------------------------------ edit streams
 
     @property
-    def edits(self) -> bool:
+    def on_edit_stream(self) -> bool:
         return isinstance(self.stream, EditStream)
 
     def make_protocol(self):
@@ -74,16 +74,16 @@ class MemoryLLM(KnowledgeMethod):
         return super().make_protocol()
 
     def stream_units(self) -> list:
-        return self.stream.edits if self.edits else self.stream.steps
+        return self.stream.edits if self.on_edit_stream else self.stream.steps
 
     def texts_to_write(self, unit) -> list[str]:
         """A stream step's documents, or an edit's statement: its prompt in the stream's style, then target_new."""
-        if self.edits:
+        if self.on_edit_stream:
             return [f"{format_prompt(self.stream.prompt_style, unit.prompt)} {unit.target_new}"]
         return [d.text for d in unit.documents]
 
     def on_train_start(self):
-        if self.edits and self.protocol.pre_edit is None:
+        if self.on_edit_stream and self.protocol.pre_edit is None:
             self.protocol.record_pre_edit(self)  # the floor: the module with an empty memory
 
     def training_examples(self, step):
@@ -160,7 +160,7 @@ class MemoryLLM(KnowledgeMethod):
     def method_state(self) -> dict:
         state = {"pool": None if self.pool is None else self.pool.detach().cpu().clone(),
                  "drop_rng": self.drop.get_state(), "writes": self.writes}
-        if self.edits:
+        if self.on_edit_stream:
             state["protocol"] = self.protocol.state()
         return state
 
@@ -171,7 +171,7 @@ class MemoryLLM(KnowledgeMethod):
         self.pool = None if pool is None else pool.to(self.memory.start.device, self.memory.start.dtype)
         self.drop.set_state(state["drop_rng"])
         self.writes = state.get("writes", 0)
-        if self.edits and "protocol" in state:
+        if self.on_edit_stream and "protocol" in state:
             self.protocol.load_state(state["protocol"])
 
     def extra_storage_bytes(self) -> int:

@@ -185,6 +185,8 @@ def build(cfg, dry_run: bool = False):
     A dry run never pretrains or trains a part: when the world's reader is not cached yet, an untrained tiny
     model of the same shape stands in for it, and a method's part not built yet (a memory module) is untrained.
     """
+    from contextlib import nullcontext
+
     from lit_knowledge.builds import without_building
     from lit_knowledge.methods import METHODS
 
@@ -201,10 +203,7 @@ def build(cfg, dry_run: bool = False):
             with without_building():
                 module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)
             return module, module.datamodule()
-    if dry_run:
-        with without_building():
-            module = method_cls(cfg)
-    else:
+    with without_building() if dry_run else nullcontext():
         module = method_cls(cfg)
     return module, module.datamodule()
 

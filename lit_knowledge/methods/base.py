@@ -11,7 +11,8 @@ Methods override a few hooks:
 - `epochs_per_step` — how many passes over those examples per step;
 - `keeps_document_order` — train a step's examples in the stream's order (a memory written in order);
 - `answer(probes)`, `predict_tokens(pairs)`, `lm_loss(texts)` — the contract with the protocols
-  (evaluation/contract.py): how the method answers, from its weights by default;
+  (evaluation/contract.py): how the method answers, from its weights by default (`scoring_model()` says
+  which module the last two run);
 - `finish_step(k)` — what happens at the end of a step, before the probes;
 - `after_evaluation(k)` — what happens after the probes (e.g. reset the student);
 - `method_state()` / `load_method_state(d)` — non-weight state, saved in every checkpoint;
@@ -135,13 +136,20 @@ class KnowledgeMethod(L.LightningModule):
         return generate_answers(self.model, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
                                 self.cfg.eval.batch_size)  # inside the walk: the phase's bar counts the steps
 
+    def scoring_model(self) -> torch.nn.Module:
+        """What `lm_loss` and `predict_tokens` run: a module taking (input_ids, attention_mask) and returning
+        logits; the method's model by default (a memory method returns its model reading the memory)."""
+        return self.model
+
     def lm_loss(self, texts: list[str]) -> float | None:
-        return lm_loss(self.model, self.tokenizer, texts, self.cfg.data.max_length, self.cfg.eval.batch_size)
+        return lm_loss(self.scoring_model(), self.tokenizer, texts, self.cfg.data.max_length,
+                       self.cfg.eval.batch_size)
 
     def predict_tokens(self, pairs: list[tuple[str, str]]) -> list[TokenPrediction]:
         """The model's teacher-forced argmax at the tokens of each (prompt, target) pair (see the contract)."""
         rows = [encode_scored_target(self.tokenizer, p, t, self.cfg.data.max_length) for p, t in pairs]
-        predicted = teacher_forced_argmax(self.model, rows, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
+        predicted = teacher_forced_argmax(self.scoring_model(), rows, self.tokenizer.pad_token_id,
+                                          self.cfg.eval.batch_size)
         return [TokenPrediction(pred, scored_tokens(row), self.tokenizer.decode(pred).strip())
                 for row, pred in zip(rows, predicted)]
 

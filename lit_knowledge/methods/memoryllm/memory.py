@@ -248,40 +248,13 @@ def left_padded(rows: list[list[int]], pad_id: int, device) -> tuple[torch.Tenso
     return ids.to(device), mask.to(device)
 
 
-@torch.no_grad()
-def scored_argmax(memory_model: MemoryModel, pool: torch.Tensor | None, rows: list[dict], pad_id: int,
-                  batch_size: int = 32) -> list[list[int]]:
-    """Teacher-forced argmax at every scored position of each encoded row, read with `pool`."""
-    from lit_knowledge.data.prompts import IGNORE, collate
+class PoolReader(nn.Module):
+    """`memory_model` reading `pool`, called as a causal LM is (input_ids, attention_mask -> output with logits):
+    what the shared scoring tools (models/generate.py's `lm_loss`, `teacher_forced_argmax`) run."""
 
-    out = []
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        batch = collate(chunk, pad_id)
-        device = memory_model.start.device
-        logits = memory_model.read(pool, batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits
-        pred = logits[:, :-1].argmax(-1).cpu()
-        labels = batch["labels"][:, 1:]
-        out += [pred[i][labels[i] != IGNORE].tolist() for i in range(len(chunk))]
-    return out
+    def __init__(self, memory_model: MemoryModel, pool: torch.Tensor | None):
+        super().__init__()
+        self.memory_model, self.pool = memory_model, pool
 
-
-@torch.no_grad()
-def memory_lm_loss(memory_model: MemoryModel, pool: torch.Tensor | None, tokenizer, texts: list[str],
-                   max_length: int = 256, batch_size: int = 16) -> float | None:
-    """Mean per-token negative log-likelihood of `texts` read with `pool` (general ability beside the memory)."""
-    from lit_knowledge.data.prompts import IGNORE, collate, encode_example
-
-    if not texts:
-        return None
-    total, count = 0.0, 0
-    device = memory_model.start.device
-    for i in range(0, len(texts), batch_size):
-        batch = collate([encode_example(tokenizer, t, "", max_length) for t in texts[i : i + batch_size]],
-                        tokenizer.pad_token_id)
-        logits = memory_model.read(pool, batch["input_ids"].to(device), batch["attention_mask"].to(device)).logits
-        labels = batch["labels"][:, 1:].to(device)
-        total += torch.nn.functional.cross_entropy(logits[:, :-1].float().transpose(1, 2), labels,
-                                                   ignore_index=IGNORE, reduction="sum").item()
-        count += int((labels != IGNORE).sum())
-    return total / max(count, 1)
+    def forward(self, input_ids, attention_mask):
+        return self.memory_model.read(self.pool, input_ids, attention_mask)

@@ -18,14 +18,13 @@ import math
 import torch
 from datasets import Dataset
 
-from lit_knowledge.data.prompts import encode_scored_target, scored_tokens, token_ids
+from lit_knowledge.data.prompts import token_ids
 from lit_knowledge.data.streams import EditStream
 from lit_knowledge.errors import UserError
-from lit_knowledge.evaluation.contract import TokenPrediction
 from lit_knowledge.evaluation.edit_protocol import EditProtocol, format_prompt
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
-from lit_knowledge.methods.memoryllm.memory import greedy_answers, memory_lm_loss, scored_argmax
+from lit_knowledge.methods.memoryllm.memory import PoolReader, greedy_answers
 from lit_knowledge.methods.memoryllm.training import load_memory_model
 from lit_knowledge.methods.params import MemoryLLMParams
 
@@ -119,15 +118,8 @@ class MemoryLLM(KnowledgeMethod):
         return greedy_answers(self.memory, self.pool, self.tokenizer, prompts, self.cfg.eval.max_new_tokens,
                               self.cfg.eval.batch_size)
 
-    def predict_tokens(self, pairs) -> list[TokenPrediction]:
-        rows = [encode_scored_target(self.tokenizer, p, t, self.cfg.data.max_length) for p, t in pairs]
-        predicted = scored_argmax(self.memory, self.pool, rows, self.tokenizer.pad_token_id, self.cfg.eval.batch_size)
-        return [TokenPrediction(pred, scored_tokens(row), self.tokenizer.decode(pred).strip())
-                for row, pred in zip(rows, predicted)]
-
-    def lm_loss(self, texts) -> float | None:
-        return memory_lm_loss(self.memory, self.pool, self.tokenizer, texts, self.cfg.data.max_length,
-                              self.cfg.eval.batch_size)
+    def scoring_model(self):
+        return PoolReader(self.memory, self.pool)  # token predictions and LM loss read the pool too
 
     # ------------------------------------------------------------------------------ retention by age
 

@@ -46,6 +46,11 @@ def without_building():
         _building.pop()
 
 
+def building() -> bool:
+    """False inside `without_building()` (a dry run): parts not built yet are stood in for, never built."""
+    return _building[-1]
+
+
 def cache_root(cfg) -> Path:
     """Where cached builds live: $LIT_KNOWLEDGE_CACHE, else `run.cache_dir` (the one rule, in models/provision.py)."""
     from lit_knowledge.models.provision import cache_root as root
@@ -108,7 +113,7 @@ class CachedBuild:
         found = self.find()
         if found is not None:
             return found
-        if not _building[-1]:
+        if not building():
             return None
         if global_rank() != 0:  # rank zero builds; the other ranks of the launch wait for its record
             while not (self.path / self.record).exists():

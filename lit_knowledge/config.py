@@ -179,6 +179,10 @@ class PretrainConfig:
                                 minimum=1)
     score_reading_prompts: bool = doc(False, "Score every token of a reading sequence (context and questions too), "
                                              "not only the answers.")
+    background_share: float = doc(1.0, "Share of the background people the reader learns, the first ones in the "
+                                        "world's order (all organisations always). Below 1 it is a student that does "
+                                        "not know the rest, which a larger teacher knows (method lora_transfer).",
+                                  above=0, maximum=1)
 
 
 @dataclass

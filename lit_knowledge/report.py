@@ -9,6 +9,9 @@ writes into the experiment directory (or --out):
                      retention_f1 (QA streams) or reliability (edit streams) against the step
     retention_by_age.png   when runs report F1 by a document's age (MemoryLLM): measured beside theory,
                      and comparison.md gains the table of fitted and theoretical decay rates
+    transfer_arms.png   when runs are lora_transfer arms: each init's F1 against fine-tuning steps, mean and
+                     95 % interval over its seeds, and comparison.md gains the tables (per arm, and each arm
+                     minus standard init, paired by seed)
 A missing directory or no results prints `error: ...` on stderr and exits with code 2.
 """
 
@@ -171,6 +174,91 @@ def retention_by_age_section(rows: list[dict], path: Path) -> str:
     return "\n## Retention by age\n\n" + "\n".join(lines) + "\n"
 
 
+# Two-sided 95 % quantiles of Student's t by degrees of freedom (a normal 1.96 beyond the table).
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
+
+
+def mean_ci(values: list[float]) -> tuple[float, float]:
+    """(mean, half-width of its 95 % confidence interval by Student's t; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    if n < 2:
+        return mean, 0.0
+    sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
+    return mean, T95.get(n - 1, 1.96) * sd / math.sqrt(n)
+
+
+def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standard") -> str:
+    """For lora_transfer runs: per init arm, held-out / fitted / locality F1 at every evaluated step, mean ± 95 %
+    interval over the arm's seeds; each arm minus `baseline` paired by seed (same split, same batches); a plot of
+    the curves with their intervals. "" when no run is a transfer run."""
+    runs = [r for r in rows if r.get("transfer") and r.get("curves")]
+    if not runs:
+        return ""
+    from matplotlib.figure import Figure
+
+    arms: dict[str, dict[int, dict]] = {}
+    for r in runs:
+        seed = ((r.get("config") or {}).get("method") or {}).get("seed", 0)
+        arms.setdefault(r["transfer"]["init"], {})[seed] = r["curves"]
+    steps = sorted({s for by_seed in arms.values() for c in by_seed.values() for s in c["step"]})
+
+    def at(curves: dict, name: str, step: int):
+        return curves[name][curves["step"].index(step)] if step in curves["step"] else None
+
+    def paired(by_seed: dict, base: dict, name: str, step: int) -> list[float]:
+        """arm minus baseline at `step`, seed by seed (seeds both have)."""
+        pairs = [(at(c, name, step), at(base[k], name, step)) for k, c in by_seed.items() if k in base]
+        return [a - b for a, b in pairs if a is not None and b is not None]
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        m, h = mean_ci(values)
+        return f"{m:.3f} ± {h:.3f}"
+
+    out = []
+    names = (("heldout_f1", "held-out F1 (transfer alone)"), ("fitted_f1", "fitted F1 (fine-tuned facts, new wordings)"),
+             ("locality_f1", "locality F1 (what the student knew)"))
+    fig = Figure(figsize=(12, 3.8), dpi=100)
+    axes = fig.subplots(1, len(names))
+    for (name, title), ax in zip(names, axes):
+        out += [f"\n### {title}: mean ± 95 % interval over seeds\n", "| init | seeds | " + " | ".join(f"step {s}" for s in steps) + " |",
+                "|---|---|" + "---|" * len(steps)]
+        for i, (arm, by_seed) in enumerate(sorted(arms.items())):
+            out.append(f"| {arm} | {len(by_seed)} | " + " | ".join(cell([at(c, name, s) for c in by_seed.values()])
+                                                             for s in steps) + " |")
+            xs, means, halves = [], [], []
+            for s in steps:
+                values = [v for c in by_seed.values() if (v := at(c, name, s)) is not None]
+                if values:
+                    m, h = mean_ci(values)
+                    xs.append(max(s, 1)), means.append(m), halves.append(h)
+            ax.plot(xs, means, marker="o", markersize=3, color=f"C{i}", label=arm)
+            ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)],
+                            color=f"C{i}", alpha=0.15)
+        if baseline in arms:
+            out += [f"\n{title}, each init minus {baseline} (paired by seed):\n",
+                    "| init | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+            base = arms[baseline]
+            for arm, by_seed in sorted(arms.items()):
+                if arm == baseline:
+                    continue
+                out.append(f"| {arm} | " + " | ".join(cell(paired(by_seed, base, name, s)) for s in steps) + " |")
+        ax.set_xscale("log")
+        ax.set_xlabel("fine-tuning steps (step 0 drawn at 1)")
+        ax.set_title(title, fontsize="small")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("F1")
+    axes[-1].legend(fontsize="x-small")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return "\n## Transfer arms\n" + "\n".join(out) + "\n"
+
+
 def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
     exp_dir = Path(exp_dir)
@@ -180,6 +268,7 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = metric_columns(rows)
     table = results_table(rows, columns) + retention_by_age_section(rows, out_dir / "retention_by_age.png")
+    table += transfer_arms_section(rows, out_dir / "transfer_arms.png")
     (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
     (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
     plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)

@@ -195,13 +195,10 @@ def build(cfg, dry_run: bool = False):
         from lit_knowledge.methods.pretrain import find_reader
 
         if find_reader(cfg) is None:
-            from lit_knowledge.data.world import World
-            from lit_knowledge.models.build import build_tiny_llama
-            from lit_knowledge.models.tokenizer import train_word_tokenizer
+            from lit_knowledge.methods.components import untrained_reader
 
-            tokenizer = train_word_tokenizer(World(cfg.data.world).texts(), cfg.model.tiny.vocab_size)
             with without_building():
-                module = method_cls(cfg, build_tiny_llama(cfg.model.tiny, tokenizer), tokenizer)
+                module = method_cls(cfg, *untrained_reader(cfg.model, cfg))
             return module, module.datamodule()
     with without_building() if dry_run else nullcontext():
         module = method_cls(cfg)
@@ -261,9 +258,9 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
             wandb = f"; W&B run {run.meta['wandb_run_id']} continues" if cfg.logger.backend == "wandb" else ""
             print(f"lit_knowledge: resuming {run.name} from {ckpt} at {resume_summary(ckpt)}{wandb}", file=sys.stderr)
         logger = build_logger(cfg, run, checkpoint_step(ckpt) if ckpt else None)
-        # Pretraining stops at its step budget; a stream run at the end of its batch plan (StreamWalk stops it,
-        # so epochs are unlimited: a run cut short by trainer.max_steps goes on in a new epoch when resumed).
-        max_steps = cfg.pretrain.max_steps if module.kind == "pretrain" else None
+        # Pretraining and transfer stop at their step budget; a stream run at the end of its batch plan (StreamWalk
+        # stops it, so epochs are unlimited: a run cut short by trainer.max_steps goes on in a new epoch when resumed).
+        max_steps = getattr(module, "step_budget", None)
         requeue = RequeueOnSignal(run.path)
         callbacks = (module.callbacks() if hasattr(module, "callbacks") else []) + [requeue]
         trainer = build_trainer(cfg, run, logger, max_steps=max_steps, max_epochs=None if max_steps else -1,

@@ -259,6 +259,10 @@ class World:
     # (`rehearsal_texts`, the stream's unrelated text), locality asks only about the second. So a method that
     # rehearses the model's own knowledge is measured on facts it never rehearsed.
 
+    def learnt_background(self, share: float = 1.0) -> list[Person]:
+        """The background people a reader pretrained on `share` of the background knows: the first ones."""
+        return self.background[: max(1, round(share * len(self.background)))]
+
     def rehearsal_people(self) -> list[Person]:
         return self.background[1::2]
 

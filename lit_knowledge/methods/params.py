@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional
 
-from lit_knowledge.config import MethodParams, doc
+from lit_knowledge.config import MethodParams, ModelConfig, TinyModelConfig, doc
 from lit_knowledge.errors import UserError
 
 SIDES = ("input", "output")
@@ -248,3 +248,56 @@ class MemoryLLMParams(MethodParams):
         shares = m.single_share + m.multi_share + m.replay_share
         if shares <= 0:
             raise UserError("method.single_share, multi_share and replay_share are all 0: give one regime a share")
+
+
+# ------------------------------------------------------------------------------------------ lora_transfer
+
+# init arm -> one line; lit_knowledge/methods/lora_transfer/extraction.py builds each
+TRANSFER_INITS = ("sensitivity", "standard", "random_layers", "random_submatrix", "spectrum", "student_svd")
+
+
+def _teacher_reader() -> ModelConfig:
+    return ModelConfig(name="reader", tiny=TinyModelConfig(num_layers=6, hidden_size=256, intermediate_size=1024))
+
+
+@dataclass
+class LoRATransferParams(MethodParams):
+    """Knowledge transfer from a larger teacher's weights into the student's LoRA (the student is `model`)."""
+
+    init: str = doc("sensitivity", "How the student's LoRA starts: sensitivity (the paper: the teacher's most "
+                                   "sensitive layers and sub-matrices, factorised by SVD), standard (peft's init), "
+                                   "random_layers, random_submatrix, spectrum (random singular vectors, the "
+                                   "extracted singular values), student_svd (the student's own weights).",
+                    choices=TRANSFER_INITS)
+    teacher: ModelConfig = doc(help="The larger model whose weights are extracted (same tokenizer as the student); "
+                                    "by default a 6-layer, 256-wide reader of the same world.",
+                               factory=_teacher_reader)
+    teacher_background_share: float = doc(1.0, "pretrain.background_share of the teacher when it is the world's "
+                                                "reader (the student's is pretrain.background_share).",
+                                          above=0, maximum=1)
+    seed_examples: int = doc(32, "Seed examples (training questions) over which the teacher's sensitivity "
+                                 "|theta * grad| is summed, the loss on the answer only.", minimum=1)
+    train_share: float = doc(0.5, "Share of the people the student does not know whose facts it is fine-tuned on; "
+                                  "the others' facts are held out (what transfer alone could teach).",
+                             above=0, maximum=1)
+    lr: float = doc(1e-3, "Learning rate of the LoRA fine-tuning (AdamW, linear warm-up, then constant so that an "
+                          "early evaluation step equals a shorter run).", above=0)
+    warmup_steps: int = doc(30, "Linear warm-up steps.", minimum=0)
+    batch_size: int = doc(16, "Questions per fine-tuning step.", minimum=1)
+    eval_steps: list[int] = doc(help="Steps after which held-out, fitted and locality F1 are measured (step 0, "
+                                     "before fine-tuning, always is); the last is the run's length.",
+                                factory=lambda: [50, 200, 1000])
+    max_probes: int = doc(200, "Most questions in each evaluation set (held out, fitted, locality).", minimum=1)
+    seed: int = doc(0, "Seed of this arm: the split of people, the seed examples, random inits and the batch order "
+                       "(run.seed stays, so the student and teacher readers are the same for every seed).",
+                    minimum=0)
+
+    @staticmethod
+    def validate(cfg) -> None:
+        steps = list(cfg.method.eval_steps)
+        if not steps or any(s < 1 for s in steps) or steps != sorted(set(steps)):
+            raise UserError(f"method.eval_steps={steps} must be increasing positive step counts, e.g. [50,200,1000]")
+        if cfg.data.source != "world":
+            raise UserError("method lora_transfer measures transfer on the synthetic world: set data.source=world")
+        if not cfg.model.lora.enabled:
+            raise UserError("method lora_transfer fine-tunes a LoRA adapter: set model.lora.enabled=true")

@@ -46,7 +46,10 @@ def reader_recipe(cfg) -> dict:
     world = cfg.data.world
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
-    return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": to_dict(cfg.pretrain),
+    pretrain = to_dict(cfg.pretrain)
+    if pretrain.get("background_share") == 1.0:  # the whole background: the key readers had before the field
+        del pretrain["background_share"]
+    return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": pretrain,
             "seed": cfg.run.seed, "max_length": cfg.data.max_length}
 
 
@@ -88,10 +91,15 @@ class PretrainReader(L.LightningModule):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.run.seed)
             self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
-        self.background_docs, self.background_qa = self.world.background_corpus()
+        self.learnt = self.world.learnt_background(cfg.pretrain.background_share)
+        self.background_docs, self.background_qa = self.world.background_corpus(self.learnt)
         self.mix = OmegaConf.to_object(cfg.pretrain)  # plain values: `sample` reads them for every example
         self.max_length = cfg.data.max_length
         self.report: dict = {}
+
+    @property
+    def step_budget(self) -> int:
+        return self.cfg.pretrain.max_steps
 
     def sample(self, rng) -> dict:
         """One sequence of the mix: reading comprehension, background questions, or a background document.
@@ -136,7 +144,8 @@ class PretrainReader(L.LightningModule):
         docs = {d.id: d.text for s in stream.steps for d in s.documents}
         probes = [p for s in stream.steps for p in s.probes]
         limit = self.cfg.eval.max_probes
-        background = stream.background_probes[: limit * 4 if limit else None]
+        learnt = tuple(f"bg-{p.name.replace(' ', '_')}-q" for p in self.learnt)  # what it was taught
+        background = [p for p in stream.background_probes if p.id.startswith(learnt)][: limit * 4 if limit else None]
         ask = lambda prompts: generate_answers(self.model, self.tokenizer, prompts,  # noqa: E731
                                                self.cfg.eval.max_new_tokens, self.cfg.eval.batch_size,
                                                progress=self.cfg.trainer.enable_progress_bar, desc="reader eval")

@@ -71,11 +71,13 @@ class KnowledgeMethod(L.LightningModule):
     epochs_per_step = 1
     keeps_document_order = False  # True: a step's examples are trained in the stream's order, never shuffled
 
-    def __init__(self, cfg, model=None, tokenizer=None):
+    def __init__(self, cfg, model=None, tokenizer=None, stream=None):
         super().__init__()
         self.cfg = cfg
         self.params = cfg.method
-        self.stream = load_stream(cfg)  # before the model: a data mistake must not wait minutes for a model load
+        # before the model: a data mistake must not wait minutes for a model load (a subclass that builds a part
+        # first loads the stream itself and hands it in)
+        self.stream = stream if stream is not None else load_stream(cfg)
         if model is None:
             model, tokenizer = load_model(cfg.model, cfg)
         self.model, self.tokenizer = model, tokenizer

@@ -16,7 +16,6 @@ any other is pretrained on first use and cached under `<run.cache_dir>/readers/<
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from lit_knowledge.data.prompts import encode_dialogue, encode_example, qa_promp
 from lit_knowledge.data.world import World
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
+from lit_knowledge.methods.schedules import warmup_cosine
 from lit_knowledge.models.build import build_tiny_llama, save_model
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.tokenizer import train_word_tokenizer
@@ -128,13 +128,7 @@ class PretrainReader(L.LightningModule):
         p = self.cfg.pretrain
         opt = torch.optim.AdamW(self.model.parameters(), lr=p.lr, weight_decay=p.weight_decay, betas=(0.9, 0.98))
 
-        def schedule(step):
-            if step < p.warmup_steps:
-                return (step + 1) / p.warmup_steps
-            progress = min(1.0, (step - p.warmup_steps) / max(1, p.max_steps - p.warmup_steps))
-            return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(p.warmup_steps, p.max_steps, floor=0.05))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------ the bars

@@ -13,8 +13,6 @@ the key covariance K0 K0^T over a set of texts, and the position of an edit's su
 
 from __future__ import annotations
 
-import os
-
 import torch
 from datasets import Dataset
 from lightning.pytorch.utilities import rank_zero_warn
@@ -30,13 +28,9 @@ from lit_knowledge.models.modes import evaluating
 
 
 def load_edit_model(cfg):
-    """(model, tokenizer) as `model.name` says; a path starting with ~ is expanded (the provisioned SmolLM2)."""
+    """(model, tokenizer) as `model.name` says (a path starting with ~ is expanded by `resolve_model_name`)."""
     from lit_knowledge.methods.components import load_model
-    from lit_knowledge.models.build import load_pretrained
 
-    name = cfg.model.name
-    if name.startswith("~"):
-        return load_pretrained(cfg.model, os.path.expanduser(name))
     return load_model(cfg.model, cfg)
 
 

@@ -41,6 +41,7 @@ from lit_knowledge.methods.lora_transfer.extraction import (
     sensitivity,
 )
 from lit_knowledge.methods.params import LoRATransferParams
+from lit_knowledge.methods.schedules import warmup_constant
 from lit_knowledge.models.generate import generate_answers, lm_loss
 from lit_knowledge.models.lora import add_lora
 
@@ -186,8 +187,7 @@ class LoRATransfer(L.LightningModule):
         p = self.params
         trainable = [w for w in self.model.parameters() if w.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=p.lr, weight_decay=0.0)
-        warmup = lambda step: min(1.0, (step + 1) / p.warmup_steps) if p.warmup_steps else 1.0  # noqa: E731
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_constant(p.warmup_steps))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------------ evaluation

@@ -35,9 +35,9 @@ class MemoryLLM(KnowledgeMethod):
     keeps_document_order = True  # the pool depends on the order documents are written in
 
     def __init__(self, cfg, model=None, tokenizer=None):
-        load_stream(cfg)  # a data mistake must not wait for the memory module's training
+        stream = load_stream(cfg)  # a data mistake must not wait for the memory module's training
         memory, tokenizer = load_memory_model(cfg, model, tokenizer)  # a model handed in is wrapped untrained
-        super().__init__(cfg, memory, tokenizer)
+        super().__init__(cfg, memory, tokenizer, stream)
         self.memory = self.model  # one module: the base model (LoRA merged), start vectors, write vector
         self.memory.requires_grad_(False)
         self.pool: torch.Tensor | None = None  # (layers, 1, N, hidden); None until the first write

@@ -24,7 +24,6 @@ uninterrupted one would; the running pools and the replay questions are kept in 
 
 from __future__ import annotations
 
-import math
 import random
 import sys
 from dataclasses import dataclass, field
@@ -41,6 +40,7 @@ from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.components import load_model
 from lit_knowledge.methods.memoryllm.memory import MemoryModel, greedy_answers, left_padded
+from lit_knowledge.methods.schedules import warmup_cosine
 from lit_knowledge.models.lora import add_lora
 
 # Bumped whenever a change here trains another module from the same settings: the cache key changes with it.
@@ -257,14 +257,8 @@ class MemoryTraining(L.LightningModule):
     def configure_optimizers(self):
         trainable = [q for q in self.memory.parameters() if q.requires_grad]
         opt = torch.optim.AdamW(trainable, lr=self.params.train_lr, weight_decay=0.0)
-        total, warmup = self.params.train_steps, max(1, self.params.train_steps // 20)
-
-        def schedule(step):
-            if step < warmup:
-                return (step + 1) / warmup
-            return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
+        total = self.params.train_steps
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(max(1, total // 20), total, floor=0.1))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     # ------------------------------------------------------------------------------ state and result

@@ -197,10 +197,21 @@ def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standar
         return ""
     from matplotlib.figure import Figure
 
+    def settings(r: dict) -> dict:
+        method = dict((r.get("config") or {}).get("method") or {})
+        return {k: v for k, v in method.items() if k not in ("seed", "init", "name") and not isinstance(v, (dict, list))}
+
+    # An arm is an init; when runs of one init differ in other settings (a dev sweep of lrs), those join its label.
+    by_init: dict[str, list[dict]] = {}
+    for r in runs:
+        by_init.setdefault(r["transfer"]["init"], []).append(settings(r))
+    varying = {init: sorted({k for s in ss for k in s if len({str(t.get(k)) for t in ss}) > 1})
+               for init, ss in by_init.items()}
     arms: dict[str, dict[int, dict]] = {}
     for r in runs:
-        seed = ((r.get("config") or {}).get("method") or {}).get("seed", 0)
-        arms.setdefault(r["transfer"]["init"], {})[seed] = r["curves"]
+        init, s = r["transfer"]["init"], settings(r)
+        label = " ".join([init] + [f"{k}={s.get(k)}" for k in varying[init]])
+        arms.setdefault(label, {})[((r.get("config") or {}).get("method") or {}).get("seed", 0)] = r["curves"]
     steps = sorted({s for by_seed in arms.values() for c in by_seed.values() for s in c["step"]})
 
     def at(curves: dict, name: str, step: int):
@@ -238,7 +249,7 @@ def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standar
             ax.plot(xs, means, marker="o", markersize=3, color=f"C{i}", label=arm)
             ax.fill_between(xs, [m - h for m, h in zip(means, halves)], [m + h for m, h in zip(means, halves)],
                             color=f"C{i}", alpha=0.15)
-        if baseline in arms:
+        if baseline in arms and len(arms) > 1:
             out += [f"\n{title}, each init minus {baseline} (paired by seed):\n",
                     "| init | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
             base = arms[baseline]

@@ -229,3 +229,8 @@ def test_the_report_gives_each_arm_its_interval_and_the_paired_difference_to_sta
     assert "| sensitivity | 3 | 0.100 ± 0.000 | 0.310 ± 0.025 |" in section
     assert "| sensitivity | 0.000 ± 0.000 | 0.200 ± 0.000 |" in section  # paired by seed: exactly +0.2 each
     assert transfer_arms_section([{"run": "x", "metrics": {}}], tmp_path / "none.png") == ""
+    # a dev sweep: runs of one init at two lrs are two arms, labelled by the setting that differs
+    for r, lr in zip(rows[:2], (1e-3, 3e-3)):
+        r["config"]["method"]["lr"] = lr
+    dev = transfer_arms_section(rows[:3], tmp_path / "dev.png")
+    assert "| standard lr=0.001 | 1 |" in dev and "| standard lr=0.003 | 1 |" in dev and "| standard lr=None | 1 |" in dev

@@ -15,10 +15,10 @@ from lit_knowledge.methods.memoryllm.memory import MemoryModel, update_pool
 MEMORYLLM_YAML = CONFIGS / "memoryllm" / "memoryllm.yaml"
 
 
-def tiny_llama(kv_heads: int = 4, seed: int = 0) -> LlamaForCausalLM:
+def tiny_llama(kv_heads: int = 4, seed: int = 0, max_positions: int = 128) -> LlamaForCausalLM:
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
-                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128)
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=max_positions)
     return LlamaForCausalLM(config).eval()
 
 
@@ -33,15 +33,16 @@ def causal_mask(length: int) -> torch.Tensor:
     return torch.full((length, length), float("-inf")).triu(1)[None, None]
 
 
-def run_layers(lm, per_layer_prefix, hidden, before_layer=lambda h: h):
+def run_layers(lm, per_layer_prefix, hidden, before_layer=lambda h: h, scale: float = 1.0):
     """The reference: at every layer the prefix tokens go through the whole layer beside the text (queries, MLP),
-    and their outputs are thrown away; returns the text's final hidden states and each layer's outputs."""
+    and their outputs are thrown away; returns the text's final hidden states and each layer's outputs.
+    Positions are 0, 1, 2, ... times `scale`."""
     outputs = []
     for layer_i, layer in enumerate(lm.model.layers):
         prefix = per_layer_prefix[layer_i]
         hidden = before_layer(hidden)
         full = torch.cat([prefix, hidden], dim=1)
-        positions = torch.arange(full.shape[1])[None]
+        positions = torch.arange(full.shape[1])[None] * scale
         out = layer(full, attention_mask=causal_mask(full.shape[1]),
                     position_embeddings=lm.model.rotary_emb(full, positions), position_ids=positions)
         out = out[0] if isinstance(out, tuple) else out
@@ -64,6 +65,34 @@ def test_reading_the_pool_as_a_key_value_prefix_equals_running_it_through_each_l
         torch.testing.assert_close(logits, reference, rtol=1e-5, atol=1e-5)
         # the memory matters: another pool gives other logits
         assert not torch.allclose(memory.read(pool + 1, ids, torch.ones_like(ids)).logits, logits, atol=1e-3)
+
+
+def test_a_pool_and_text_longer_than_the_models_positions_are_read_and_written_at_interpolated_positions():
+    """12 positions, start + 8 memory tokens + 5 text tokens = 14: every position is scaled by 11 / 13, so the
+    last lands on position 11; reading and writing equal the reference run at those positions."""
+    lm = tiny_llama(2, max_positions=12)
+    memory = with_random_vectors(MemoryModel(lm, pool_size=8, write_size=3))
+    assert memory.position_scale(12) == 1.0 and memory.position_scale(14) == pytest.approx(11 / 13)
+    pool = torch.randn(3, 1, 8, 32)
+    ids = torch.randint(3, 60, (1, 5))
+    with torch.no_grad():
+        logits = memory.read(pool, ids, torch.ones_like(ids)).logits
+        prefix = [torch.cat([memory.start[layer_i].expand(1, 1, -1), pool[layer_i]], dim=1) for layer_i in range(3)]
+        hidden, _ = run_layers(lm, prefix, lm.model.embed_tokens(ids), scale=11 / 13)
+        torch.testing.assert_close(logits, lm.lm_head(lm.model.norm(hidden)), rtol=1e-5, atol=1e-5)
+        # the unscaled positions 0..13 run past the model's range and give other logits
+        unscaled, _ = run_layers(lm, prefix, lm.model.embed_tokens(ids))
+        assert not torch.allclose(logits, lm.lm_head(lm.model.norm(unscaled)), atol=1e-4)
+        chunk = torch.randint(3, 60, (1, 10))  # start + 3 recent tokens + 10 = 14 positions: scaled too
+        new = memory.write(pool, chunk, torch.ones_like(chunk))
+        recent = [torch.cat([memory.start[layer_i].expand(1, 1, -1), pool[layer_i, :, -3:]], dim=1) for layer_i in range(3)]
+
+        def add_vector(h):
+            return torch.cat([h[:, :-3], h[:, -3:] + memory.write_vector], dim=1)
+
+        _, outputs = run_layers(lm, recent, lm.model.embed_tokens(chunk), before_layer=add_vector, scale=11 / 13)
+    for layer_i in range(3):
+        torch.testing.assert_close(new[layer_i], outputs[layer_i][:, -3:], rtol=1e-5, atol=1e-5)
 
 
 def test_padded_text_reads_the_pool_as_unpadded_text_does():

@@ -5,7 +5,9 @@ the hidden size; a learned start vector per layer sits before it.
 
 - **Read.** At layer l the text attends to [start_l; θ_l] as a key/value prefix. The memory passes through
   that layer's input norm, key and value projections and rotary embedding and through nothing else: no
-  queries, no MLP. Start takes position 0, memory positions 1..N, and the text follows.
+  queries, no MLP. Start takes position 0, memory positions 1..N, and the text follows. When start, memory
+  and text together outnumber the model's positions, every position is scaled down by one factor (RoPE
+  position interpolation) so that the last lands on the model's last position.
 - **Write** a chunk of text. The same prefix, made of the last K pool tokens ([start_l; θ_l[-K:]]), comes
   before the chunk at every layer; one learned vector (`write_vector`) is added to the chunk's last K hidden
   states before every layer, and the layer's outputs there are that layer's K new memory tokens. A chunk
@@ -42,9 +44,11 @@ def rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tenso
     return x * cos + rotated * sin
 
 
-def text_positions(attention_mask: torch.Tensor, offset: int) -> torch.Tensor:
-    """Position ids of (left- or right-padded) text that follows `offset` prefix positions."""
-    return offset + (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+def text_positions(attention_mask: torch.Tensor, offset: int, scale: float = 1.0) -> torch.Tensor:
+    """Position ids of (left- or right-padded) text that follows `offset` prefix positions, times `scale` (below
+    1 they are fractional: the rotary embedding interpolates, see `MemoryModel.position_scale`)."""
+    positions = offset + (attention_mask.long().cumsum(1) - 1).clamp(min=0)
+    return positions if scale == 1.0 else positions.float() * scale
 
 
 class MemoryModel(nn.Module):
@@ -73,6 +77,7 @@ class MemoryModel(nn.Module):
         self.kv_heads = config.num_key_value_heads
         self.head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
         self.pool_size, self.write_size = pool_size, write_size
+        self.max_positions = getattr(config, "max_position_embeddings", None)
         dtype = next(lm.parameters()).dtype
         self.start = nn.Parameter(torch.zeros(len(layers), self.hidden, dtype=dtype))
         self.write_vector = nn.Parameter(torch.zeros(self.hidden, dtype=dtype))
@@ -102,8 +107,21 @@ class MemoryModel(nn.Module):
 
     # ------------------------------------------------------------------------------ read
 
-    def prefix_cache(self, memory: torch.Tensor | None, batch: int):
-        """A fresh key/value cache holding [start_l; memory_l] at every layer, positions 0..M.
+    def position_scale(self, total: int) -> float:
+        """RoPE position interpolation: 1 while `total` positions (start, memory, text) fit the model's
+        `max_position_embeddings`; beyond, every position is multiplied by (max - 1) / (total - 1), so the last one
+        lands on the last position the model was trained on."""
+        if not self.max_positions or total <= self.max_positions:
+            return 1.0
+        return (self.max_positions - 1) / (total - 1)
+
+    @staticmethod
+    def prefix_length(memory: torch.Tensor | None) -> int:
+        """Positions the prefix takes: the start vector and the memory tokens."""
+        return 1 + (0 if memory is None else memory.shape[2])
+
+    def prefix_cache(self, memory: torch.Tensor | None, batch: int, scale: float = 1.0):
+        """A fresh key/value cache holding [start_l; memory_l] at every layer, positions 0..M (times `scale`).
 
         `memory`: (layers, 1 or batch, M, hidden), or None for the start vector alone.
         """
@@ -115,6 +133,8 @@ class MemoryModel(nn.Module):
         tokens = start if memory is None else torch.cat([start, memory.to(self.start.dtype)], dim=2)
         length = tokens.shape[2]
         positions = torch.arange(length, device=tokens.device)[None].expand(rows, -1)
+        if scale != 1.0:
+            positions = positions.float() * scale
         cos, sin = self.decoder.rotary_emb(tokens[0], positions)
         for layer_i, layer in enumerate(self.layers):
             h = layer.input_layernorm(tokens[layer_i])
@@ -133,10 +153,11 @@ class MemoryModel(nn.Module):
              labels: torch.Tensor | None = None, use_cache: bool = False):
         """The causal LM's output for text that reads `memory` at every layer (labels: its loss too)."""
         batch = input_ids.shape[0]
-        cache, length = self.prefix_cache(memory, batch)
+        scale = self.position_scale(self.prefix_length(memory) + input_ids.shape[1])
+        cache, length = self.prefix_cache(memory, batch, scale)
         mask = torch.cat([attention_mask.new_ones(batch, length), attention_mask], dim=1)
         lm = causal_lm(self.model)
-        return lm(input_ids=input_ids, attention_mask=mask, position_ids=text_positions(attention_mask, length),
+        return lm(input_ids=input_ids, attention_mask=mask, position_ids=text_positions(attention_mask, length, scale),
                   labels=labels, use_cache=use_cache, **{self._cache_arg: cache})
 
     # ------------------------------------------------------------------------------ write
@@ -150,7 +171,8 @@ class MemoryModel(nn.Module):
             raise UserError("memoryllm was asked to write an empty chunk: every written text needs a token")
         recent = None if pool is None else pool[:, :, -self.write_size:]
         batch = input_ids.shape[0]
-        cache, length = self.prefix_cache(recent, batch)
+        scale = self.position_scale(self.prefix_length(recent) + input_ids.shape[1])
+        cache, length = self.prefix_cache(recent, batch, scale)
         mask = torch.cat([attention_mask.new_ones(batch, length), attention_mask], dim=1)
         captured: list[torch.Tensor] = []
 
@@ -165,7 +187,7 @@ class MemoryModel(nn.Module):
         hooks = [h for layer in self.layers for h in (layer.register_forward_pre_hook(add_write_vector, with_kwargs=True),
                                                       layer.register_forward_hook(capture))]
         try:
-            self.decoder(input_ids=input_ids, attention_mask=mask, position_ids=text_positions(attention_mask, length),
+            self.decoder(input_ids=input_ids, attention_mask=mask, position_ids=text_positions(attention_mask, length, scale),
                          use_cache=False, **{self._cache_arg: cache})
         finally:
             for h in hooks:
@@ -212,10 +234,11 @@ def greedy_answers(memory_model: MemoryModel, pool: torch.Tensor | None, tokeniz
         rows = [token_ids(tokenizer, p) for p in prompts[i : i + batch_size]]
         ids, mask = left_padded(rows, tokenizer.pad_token_id, device)
         batch = ids.shape[0]
-        cache, length = memory_model.prefix_cache(pool, batch)
+        scale = memory_model.position_scale(memory_model.prefix_length(pool) + ids.shape[1] + max_new_tokens)
+        cache, length = memory_model.prefix_cache(pool, batch, scale)
         lm = causal_lm(memory_model.model)
         full_mask = torch.cat([mask.new_ones(batch, length), mask], dim=1)
-        positions = text_positions(mask, length)
+        positions = text_positions(mask, length, scale)
         done = torch.zeros(batch, dtype=torch.bool, device=device)
         out: list[list[int]] = [[] for _ in range(batch)]
         for _ in range(max_new_tokens):
@@ -229,7 +252,7 @@ def greedy_answers(memory_model: MemoryModel, pool: torch.Tensor | None, tokeniz
             if bool(done.all()):
                 break
             ids = nxt[:, None]
-            positions = positions[:, -1:] + 1
+            positions = positions[:, -1:] + (1 if scale == 1.0 else scale)
             full_mask = torch.cat([full_mask, full_mask.new_ones(batch, 1)], dim=1)
         texts = tokenizer.batch_decode([[t for t in seq if t != eos] for seq in out], skip_special_tokens=True)
         answers += [t.split("\n")[0].strip() for t in texts]

@@ -205,6 +205,7 @@ def test_a_run_learns_its_fitted_facts_and_resumes_with_its_evaluations(tmp_path
     resumed = train.run_experiment(config(tmp_path / "cut", *overrides), resume="auto")
     assert resumed["curves"]["step"] == [0, 20, 60]
     assert resumed["curves"]["heldout_f1"][:2] == curves["heldout_f1"][:2]
+    assert resumed["metrics"]["train_tokens"] == metrics["train_tokens"] > 0  # the budget survives the resume too
 
 
 # ------------------------------------------------------------------------------------------ the arms' report

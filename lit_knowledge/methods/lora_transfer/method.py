@@ -161,6 +161,7 @@ class LoRATransfer(L.LightningModule):
         self.choice = initialise_from_teacher(self.model, teacher, p.init, seed_rows, generator)
         del teacher
         self.evaluations: list[dict] = []  # one per evaluated step, kept in checkpoints
+        self.train_tokens = 0  # the budget: tokens of the fine-tuning batches (padding excluded)
 
     @property
     def step_budget(self) -> int:
@@ -180,6 +181,7 @@ class LoRATransfer(L.LightningModule):
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**batch).loss
+        self.train_tokens += int(batch["attention_mask"].sum())
         self.log("train/loss", loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return loss
 
@@ -218,9 +220,11 @@ class LoRATransfer(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint):
         checkpoint["transfer_evaluations"] = self.evaluations
+        checkpoint["transfer_train_tokens"] = self.train_tokens
 
     def on_load_checkpoint(self, checkpoint):
         self.evaluations = checkpoint.get("transfer_evaluations", [])
+        self.train_tokens = checkpoint.get("transfer_train_tokens", 0)
 
     def results(self) -> dict:
         first, last = self.evaluations[0], self.evaluations[-1]
@@ -231,6 +235,7 @@ class LoRATransfer(L.LightningModule):
             "teacher_heldout_f1": self.teacher_heldout_f1,
             "lm_loss": lm_loss(self.model, self.tokenizer, self.world.heldout_texts(), self.max_length),
             "optimizer_steps": int(self.trainer.global_step) if self._trainer is not None else 0,
+            "train_tokens": self.train_tokens,
             "train_questions": len(self.task.train_qa),
         })
         curves = {"step": [e["step"] for e in self.evaluations]}

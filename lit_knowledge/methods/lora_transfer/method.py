@@ -103,7 +103,7 @@ def initialise_from_teacher(student, teacher, arm: str, seed_rows: list[dict], g
     """Set every LoRA adapter of `student` (a peft model) by `arm` and take its product out of the frozen weight,
     so the student's function is unchanged; return what was chosen (teacher layers, windows)."""
     if arm == "standard":
-        return {"teacher_layers": None}
+        return {"teacher_layers": None, "adapter_to_weight_norm": 0.0}
     student_layers = decoder_layers(student)
     chosen, scores, teacher_layers = None, None, None
     if arm in TEACHER_ARMS:
@@ -114,6 +114,7 @@ def initialise_from_teacher(student, teacher, arm: str, seed_rows: list[dict], g
             chosen = sorted(torch.randperm(len(teacher_layers), generator=generator)[:len(student_layers)].tolist())
         else:
             chosen = select_layers(scores, len(teacher_layers), len(student_layers))
+    ratios = []  # |B A| / |W| per matrix: how much of the student's weight the adapter starts with
     for j, layer in enumerate(student_layers):
         for name, module in lora_modules(layer):
             weight = module.base_layer.weight
@@ -125,8 +126,9 @@ def initialise_from_teacher(student, teacher, arm: str, seed_rows: list[dict], g
             scale = module.scaling["default"]
             module.lora_B["default"].weight.copy_((b / scale).to(weight.dtype))
             module.lora_A["default"].weight.copy_(a.to(weight.dtype))
+            ratios.append(float((b @ a).norm() / weight.norm()))
             weight.sub_((b @ a).to(weight.dtype))  # scale * (B / scale) @ A: the adapter's whole product
-    return {"teacher_layers": chosen}
+    return {"teacher_layers": chosen, "adapter_to_weight_norm": sum(ratios) / len(ratios)}
 
 
 class LoRATransfer(L.LightningModule):

@@ -80,8 +80,11 @@ def transfer_task(world: World, student_share: float, train_share: float, seed_e
     n_fit = min(len(unknown) - 1, max(1, round(train_share * len(unknown))))
     fitted, heldout = unknown[:n_fit], unknown[n_fit:]
     train_qa = [qa for p in fitted for qa in direct_questions(world, p, "train")]
-    probes = lambda people: rng.sample(ps := [qa for p in people for qa in direct_questions(world, p, "probe")],  # noqa: E731
-                                       min(max_probes, len(ps)))
+
+    def probes(people) -> list[tuple[str, str]]:
+        asked = [qa for p in people for qa in direct_questions(world, p, "probe")]
+        return rng.sample(asked, min(max_probes, len(asked)))
+
     return TransferTask(train_qa=train_qa, seed_qa=rng.sample(train_qa, min(seed_examples, len(train_qa))),
                         heldout=probes(heldout), fitted=probes(fitted), locality=probes(learnt),
                         fitted_people=[p.name for p in fitted], heldout_people=[p.name for p in heldout])
@@ -101,7 +104,7 @@ def lora_modules(layer):
 @torch.no_grad()
 def initialise_from_teacher(student, teacher, arm: str, seed_rows: list[dict], generator: torch.Generator) -> dict:
     """Set every LoRA adapter of `student` (a peft model) by `arm` and take its product out of the frozen weight,
-    so the student's function is unchanged; return what was chosen (teacher layers, windows)."""
+    so the student's function is unchanged; return the teacher layers used and the adapter's starting size."""
     if arm == "standard":
         return {"teacher_layers": None, "adapter_to_weight_norm": 0.0}
     student_layers = decoder_layers(student)

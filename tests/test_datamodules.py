@@ -3,6 +3,7 @@
 import itertools
 import random
 
+import pytest
 import torch
 
 from lit_knowledge.data.datamodules import PretrainDataModule
@@ -64,3 +65,21 @@ def test_a_method_that_keeps_the_order_trains_a_step_in_the_streams_order():
     assert seen == [0, 1, 2, 3, 4, 10, 11, 12, 13, 14]
     assert dm.examples(1)["input_ids"] == [[10], [11], [12], [13], [14]]
     assert dm.batch(0)["stream_step"] == 0
+
+
+def test_under_ddp_each_process_takes_its_share_of_a_batch_and_a_small_batch_whole(monkeypatch):
+    from lit_knowledge.data import datamodules
+    from lit_knowledge.distributed import shard
+
+    assert shard(list(range(7)), 0, 2) == [0, 2, 4, 6] and shard(list(range(7)), 1, 2) == [1, 3, 5]
+    assert shard([9], 1, 2) == [9]  # fewer items than processes: every process the whole batch
+    rows = [{"input_ids": [1] * (i + 1), "labels": [1] * (i + 1)} for i in range(5)]
+    planned = datamodules._PlannedBatches([rows], [(0, True, [0, 1, 2, 3, 4])], pad_id=0)
+    monkeypatch.setattr(datamodules, "rank_and_world", lambda: (1, 2))
+    batch = planned[0]
+    assert batch["input_ids"].shape[0] == 2 and int(batch["attention_mask"].sum()) == 2 + 4
+    assert batch["batch_tokens"] == 15  # the whole batch, what both processes trained together
+    # rank 1 holds rows 1 and 3: 1 + 3 of the 0 + 1 + 2 + 3 + 4 scored tokens, so its mean loss counts 4 / 10 x 2
+    assert batch["shard_weight"] == pytest.approx(4 * 2 / 10)
+    whole = datamodules._PlannedBatches([rows], [(0, True, [0, 1, 2, 3, 4])], pad_id=0, shard=False)[0]
+    assert whole["input_ids"].shape[0] == 5  # a method whose state needs every example (MemoryLLM)

@@ -22,14 +22,19 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from lit_knowledge.data.prompts import collate
+from lit_knowledge.data.prompts import IGNORE, collate
+from lit_knowledge.distributed import rank_and_world, shard
 
 
 class _PlannedBatches(TorchDataset):
-    """A fixed list of batches: (stream_step, is_last_of_step, example indices into that step's examples)."""
+    """A fixed list of batches: (stream_step, is_last_of_step, example indices into that step's examples).
 
-    def __init__(self, per_step: list[Dataset], plan: list[tuple[int, bool, list[int]]], pad_id: int):
-        self.per_step, self.plan, self.pad_id = per_step, plan, pad_id
+    With `shard`, a multi-process launch splits every batch across its processes (lit_knowledge/distributed.py);
+    `batch_tokens` counts the whole batch's tokens, what all processes trained together."""
+
+    def __init__(self, per_step: list[Dataset], plan: list[tuple[int, bool, list[int]]], pad_id: int,
+                 shard: bool = True):
+        self.per_step, self.plan, self.pad_id, self.shard = per_step, plan, pad_id, shard
 
     def __len__(self):
         return len(self.plan)
@@ -37,12 +42,28 @@ class _PlannedBatches(TorchDataset):
     def __getitem__(self, i):
         step, last, idx = self.plan[i]
         examples = [self.per_step[step][j] for j in idx]
+        batch_tokens = sum(len(e["input_ids"]) for e in examples)
+        weight = None
+        rank, world = rank_and_world()
+        if self.shard and world > 1 and len(examples) >= world:
+            # A next-token loss is a mean over the scored tokens a process holds; times this weight it is the
+            # process's share of the whole batch's mean, so DDP's average of gradients is the one-process one.
+            scored = sum(_scored(e) for e in examples)
+            examples = shard(examples, rank, world)
+            weight = sum(_scored(e) for e in examples) * world / max(1, scored)
         batch = collate(examples, self.pad_id) if examples else {}
+        if weight is not None:
+            batch["shard_weight"] = weight
         # Non-token fields of the examples (e.g. SELF-PARAM's teacher prompt) travel as lists.
         for key in (examples[0].keys() - {"input_ids", "labels"}) if examples else ():
             batch[key] = [e[key] for e in examples]
-        batch.update({"stream_step": step, "last_in_step": last, "position": i})
+        batch.update({"stream_step": step, "last_in_step": last, "position": i, "batch_tokens": batch_tokens})
         return batch
+
+
+def _scored(example: dict) -> int:
+    """Tokens a causal LM's loss scores in an encoded example (labels after the first that are not ignored)."""
+    return sum(1 for t in example["labels"][1:] if t != IGNORE)
 
 
 def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int,
@@ -108,7 +129,8 @@ class KnowledgeStreamDataModule(L.LightningDataModule):
             per_step = [self.method.training_examples(unit) for unit in self.method.stream_units()]
             plan = plan_batches([len(d) for d in per_step], self.method.epochs_per_step, self.batch_size, self.seed,
                                 keep_order=self.method.keeps_document_order)
-            self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id)
+            self._dataset = _PlannedBatches(per_step, plan, self.method.tokenizer.pad_token_id,
+                                            shard=getattr(self.method, "shards_batches", True))
 
     def examples(self, step: int) -> Dataset:
         """The encoded training examples of stream step `step`, as the method gave them."""

@@ -19,6 +19,7 @@ from collections import defaultdict
 
 from lit_knowledge.data.records import Probe
 from lit_knowledge.data.streams import KnowledgeStream
+from lit_knowledge.distributed import sharded
 from lit_knowledge.evaluation.metrics import mean, qa_scores
 
 
@@ -71,7 +72,8 @@ class StreamProtocol:
         gone = self.superseded_by(k)
         asked = [[p for p in self.step_probes[j] if p.id not in gone] for j in range(k + 1)]
         flat = [p for group in asked for p in group] + self.background
-        predictions = dict(zip([p.id for p in flat], method.answer(flat))) if flat else {}
+        # under DDP each process answers its share of the probes and all gather every answer
+        predictions = dict(zip([p.id for p in flat], sharded(method.answer, flat))) if flat else {}
 
         def score(probes):
             return qa_scores([predictions[p.id] for p in probes], [p.answers for p in probes])

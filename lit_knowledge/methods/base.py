@@ -30,6 +30,7 @@ from datasets import Dataset
 from lit_knowledge.config import MethodParams, to_dict
 from lit_knowledge.data.prompts import encode_example, encode_scored_target, qa_prompt, scored_tokens
 from lit_knowledge.data.sources import SOURCES
+from lit_knowledge.distributed import rank_and_world
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.contract import TokenPrediction
 from lit_knowledge.evaluation.protocol import StreamProtocol
@@ -70,6 +71,7 @@ class KnowledgeMethod(L.LightningModule):
     phase = "learning the stream"  # the progress bar's name
     epochs_per_step = 1
     keeps_document_order = False  # True: a step's examples are trained in the stream's order, never shuffled
+    shards_batches = True  # under DDP each process trains its share of a batch; False: every process all of it
 
     def __init__(self, cfg, model=None, tokenizer=None, stream=None):
         super().__init__()
@@ -92,6 +94,7 @@ class KnowledgeMethod(L.LightningModule):
         # trained model read; a teacher's or a probe's forward passes are not counted).
         self.optimizer_steps = 0
         self.train_tokens = 0
+        self.process_tokens = 0
         self.trained_batches = 0  # batches whose training step returned a loss
         self._step_started: float | None = None
         self._fit_started = time.perf_counter()
@@ -164,7 +167,7 @@ class KnowledgeMethod(L.LightningModule):
             return None
         out = self.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"])
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
-        return out.loss
+        return out.loss * batch["shard_weight"] if "shard_weight" in batch else out.loss  # DDP: see datamodules
 
     def datamodule(self):
         from lit_knowledge.data.datamodules import KnowledgeStreamDataModule
@@ -215,8 +218,9 @@ class KnowledgeMethod(L.LightningModule):
 
     def count_budget(self, batch, trained: bool) -> None:
         manual = not self.automatic_optimization  # the method steps its optimiser itself: the trainer counts them
-        if (trained or manual) and "attention_mask" in batch:
-            self.train_tokens += int(batch["attention_mask"].sum())
+        if (trained or manual) and "attention_mask" in batch:  # the whole batch, across every process
+            self.train_tokens += int(batch.get("batch_tokens", batch["attention_mask"].sum()))
+            self.process_tokens += int(batch["attention_mask"].sum())  # this process's share of it
         if manual:
             self.optimizer_steps = int(self._trainer.global_step) if self._trainer is not None else 0
             return
@@ -229,6 +233,9 @@ class KnowledgeMethod(L.LightningModule):
         if results.get("metrics"):
             results["metrics"]["optimizer_steps"] = self.optimizer_steps
             results["metrics"]["train_tokens"] = self.train_tokens
+            processes = rank_and_world()[1]
+            if processes > 1:  # under DDP: how the batches were split
+                results["metrics"].update({"processes": processes, "train_tokens_per_process": self.process_tokens})
 
     # ------------------------------------------------------------------------------ checkpointed state
 
@@ -239,7 +246,7 @@ class KnowledgeMethod(L.LightningModule):
             "step_times": self.step_times,
             "batches_done": self.batches_done,
             "budget": {"optimizer_steps": self.optimizer_steps, "train_tokens": self.train_tokens,
-                       "trained_batches": self.trained_batches},
+                       "trained_batches": self.trained_batches, "process_tokens": self.process_tokens},
             "wall_time_s": self.wall_time(),
             "method_state": self.method_state(),
         }
@@ -253,6 +260,7 @@ class KnowledgeMethod(L.LightningModule):
         self.optimizer_steps = budget.get("optimizer_steps", 0)
         self.train_tokens = budget.get("train_tokens", 0)
         self.trained_batches = budget.get("trained_batches", 0)
+        self.process_tokens = budget.get("process_tokens", 0)
         self._elapsed_before = state.get("wall_time_s", 0.0)
         self._fit_started = time.perf_counter()
         self.load_method_state(state.get("method_state", {}))

@@ -60,6 +60,13 @@ class FineTune(KnowledgeMethod):
     def namesake_contrasts(self, step) -> dict[str, list[tuple[str, str]]]:
         return rehearsal.namesake_contrasts(self.stream, step, self.params.namesake_contrasts, self.cfg.run.seed)
 
+    @property
+    def shards_batches(self) -> bool:
+        """Whether DDP may split batches: not when a fresh adapter replaces the merged one between stream steps,
+        since DDP averages the gradients of the parameters it was given at the start only (processes that
+        trained different shards with an adapter of their own would drift apart)."""
+        return not (self.cfg.model.lora.enabled and self.params.merge_lora_each_step and len(self.stream.steps) > 1)
+
     def training_step(self, batch, batch_idx):
         return self.lm_training_step(batch)
 

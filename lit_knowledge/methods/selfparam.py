@@ -148,6 +148,8 @@ class SelfParam(FineTune):
         n = batch["input_ids"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=n)
         self.log("train/kl_per_token", kl.detach().mean(), batch_size=n)
+        if "shard_weight" in batch and self.params.kl_mean == "token":  # DDP: this rank's share of the token mean
+            loss = loss * batch["shard_weight"]
         return loss
 
     # ------------------------------------------------------------------------------ settings
@@ -162,6 +164,11 @@ class SelfParam(FineTune):
         else:
             self.model.load_state_dict(self._base_state)
         self.trainer.strategy.setup_optimizers(self.trainer)
+
+    @property
+    def shards_batches(self) -> bool:
+        """A student reset in place after each step keeps its parameters, so DDP may split the batches then too."""
+        return self.params.reset_each_step or super().shards_batches
 
     def finish_step(self, k: int) -> None:
         if not self.params.reset_each_step:

@@ -33,6 +33,7 @@ class MemoryLLM(KnowledgeMethod):
     Params = MemoryLLMParams
     phase = "writing the stream into memory"
     keeps_document_order = True  # the pool depends on the order documents are written in
+    shards_batches = False  # every process writes every document: each holds the whole pool
 
     def __init__(self, cfg, model=None, tokenizer=None):
         stream = load_stream(cfg)  # a data mistake must not wait for the memory module's training

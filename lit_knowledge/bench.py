@@ -1,5 +1,6 @@
 """Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop;
-`memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py).
+`memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py);
+`ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py).
 
     python -m lit_knowledge.bench overhead [--steps N] [--batch-size B] [--repeats R] [--warmup W]
                                            [--logger csv|none] [--progress-bar] [--json PATH] [key=value ...]
@@ -372,7 +373,33 @@ def parse_args(argv):
     m.add_argument("--writes", type=int, default=2000, help="unrelated documents written (default 2000)")
     m.add_argument("--every", type=int, default=250, help="record every this many writes (default 250)")
     m.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    d = sub.add_parser("ddp", help="wall time of a stream run on one process and on several that split its work",
+                       description="One process against DDP processes that split the batches and the probes "
+                                   "(lit_knowledge/bench_ddp.py); the ratio of the wall times.")
+    d.add_argument("overrides", nargs="*", help="config key=value overrides")
+    d.add_argument("--config", action="append", help="run config, repeatable (default: SELF-PARAM's batch setting, "
+                                                     "configs/selfparam/batch.yaml, 100 documents)")
+    d.add_argument("--processes", type=int, default=2, help="DDP processes (default 2)")
+    d.add_argument("--threads", type=int, default=None, help="threads in all, shared by the processes (default: "
+                                                               "the machine's cores)")
+    d.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
+
+
+def write_json(path: str | None, res: dict) -> None:
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(json.dumps(res, indent=2) + "\n")
+        print(f"figures written to {path}")
+
+
+def bench_ddp(args) -> int:
+    from lit_knowledge.bench_ddp import ddp_speed, format_ddp
+
+    res = ddp_speed(args.config or ["configs/selfparam/batch.yaml"], args.overrides, args.processes, args.threads)
+    write_json(args.json, res)
+    print(format_ddp(res))
+    return 0
 
 
 def bench_memoryllm(args) -> int:
@@ -383,10 +410,7 @@ def bench_memoryllm(args) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = integrity(cfg, writes=args.writes, every=args.every)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"figures written to {args.json}")
+    write_json(args.json, res)
     print(format_integrity(res))
     return 0
 
@@ -400,15 +424,14 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
     if args.bench == "memoryllm":
         return bench_memoryllm(args)
+    if args.bench == "ddp":
+        return bench_ddp(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = overhead(steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,
                        logger=args.logger, progress_bar=args.progress_bar, overrides=args.overrides,
                        seed=args.seed)
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(res, indent=2) + "\n")
-        print(f"figures written to {args.json}")
+    write_json(args.json, res)
     print()
     print(format_overhead(res))  # its last line gives the lightning/plain ratio against the 1.05 target
     return 0

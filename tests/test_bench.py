@@ -76,3 +76,16 @@ def test_cli_prints_ratio_line_and_writes_json(tmp_path, capsys, monkeypatch):
 def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["overhead", "--steps", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_the_ddp_bench_prints_both_runs_metrics_and_the_ratio_against_its_target():
+    from lit_knowledge.bench_ddp import format_ddp
+
+    run = lambda p, wall: {"processes": p, "threads_per_process": 2 // p, "wall_s": wall,  # noqa: E731
+                           "metrics": {"efficacy_f1": 0.5, "lm_loss": 2.0, "optimizer_steps": 10}}
+    res = {"configs": ["configs/selfparam/batch.yaml"], "overrides": [], "threads": 2, "one": run(1, 100.0),
+           "split": run(2, 55.0), "ratio": 0.55, "target_ratio": 0.6, "load_average": (1.0, 1.0, 1.0)}
+    text = format_ddp(res)
+    assert "| split (DDP) | 2 x 1 | 55.0 s | 0.5 |" in text
+    assert text.endswith("ratio split / one: 0.55 (target <= 0.6: met)")
+    assert format_ddp({**res, "ratio": 0.8}).endswith("(target <= 0.6: missed)")

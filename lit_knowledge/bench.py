@@ -382,6 +382,8 @@ def parse_args(argv):
     d.add_argument("--processes", type=int, default=2, help="DDP processes (default 2)")
     d.add_argument("--threads", type=int, default=None, help="threads in all, shared by the processes (default: "
                                                                "the machine's cores)")
+    d.add_argument("--per-device", action="store_true", help="one thread per process in both runs (one device "
+                                                              "each) instead of the same threads shared")
     d.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -396,7 +398,8 @@ def write_json(path: str | None, res: dict) -> None:
 def bench_ddp(args) -> int:
     from lit_knowledge.bench_ddp import ddp_speed, format_ddp
 
-    res = ddp_speed(args.config or ["configs/selfparam/batch.yaml"], args.overrides, args.processes, args.threads)
+    res = ddp_speed(args.config or ["configs/selfparam/batch.yaml"], args.overrides, args.processes, args.threads,
+                    args.per_device)
     write_json(args.json, res)
     print(format_ddp(res))
     return 0

@@ -2,7 +2,7 @@
 
 The same config runs twice, each as a user would start it (`python -m lit_knowledge.train`, a fresh process):
 once as one process with all the threads, once under `trainer.strategy=ddp` with `--processes` processes sharing
-the same threads (gloo on the CPU). The figure is the ratio of the two wall times, start to exit; the runs'
+the same threads (gloo on the CPU); with `--per-device`, every process has one thread, as one device each. The figure is the ratio of the two wall times, start to exit; the runs'
 own metrics are printed side by side, so a split that changed what the method learns shows at once. The
 world's reader is made ready first, so neither run pretrains. Default: SELF-PARAM's batch setting (100
 documents), the issue's target ratio 0.6.
@@ -25,12 +25,12 @@ COMPARED = ("efficacy_f1", "retention_f1", "locality_f1", "lm_loss", "optimizer_
 
 
 def timed_run(configs: list[str], overrides: list[str], root: Path, name: str, processes: int, threads: int) -> dict:
-    """Wall time and metrics of one `train` run with `processes` processes of `threads // processes` threads."""
+    """Wall time and metrics of one `train` run of `processes` processes with `threads` threads each."""
     extra = [f"run.root={root}", f"run.name={name}", "trainer.accelerator=cpu", "logger.backend=none",
              "trainer.enable_progress_bar=false"]
     if processes > 1:
         extra += ["trainer.strategy=ddp", f"trainer.devices={processes}"]
-    env = dict(os.environ, OMP_NUM_THREADS=str(max(1, threads // processes)))
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, "-m", "lit_knowledge.train", *[a for c in configs for a in ("--config", c)], *overrides,
            *extra, "--resume", "never"]
     started = time.perf_counter()
@@ -40,11 +40,14 @@ def timed_run(configs: list[str], overrides: list[str], root: Path, name: str, p
         last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
         raise UserError(f"the {name} run of the ddp bench failed: {last}")
     results = json.loads(next(Path(root).rglob(f"{name}/results.json")).read_text())
-    return {"processes": processes, "threads_per_process": max(1, threads // processes), "wall_s": wall,
+    return {"processes": processes, "threads_per_process": threads, "wall_s": wall,
             "metrics": {k: results["metrics"].get(k) for k in (*COMPARED, "wall_time_s", "train_tokens_per_process")}}
 
 
-def ddp_speed(configs: list[str], overrides: list[str] = (), processes: int = 2, threads: int | None = None) -> dict:
+def ddp_speed(configs: list[str], overrides: list[str] = (), processes: int = 2, threads: int | None = None,
+              per_device: bool = False) -> dict:
+    """`threads` in all (default: the cores) shared by the processes of each run; with `per_device`, every
+    process of either run gets one thread, as one device each (one process on one device against several)."""
     from lit_knowledge.config import load_config
 
     cfg = load_config(list(configs), list(overrides))
@@ -54,16 +57,19 @@ def ddp_speed(configs: list[str], overrides: list[str] = (), processes: int = 2,
         ensure_reader(cfg)  # pretrained now if it is not cached, so that no timed run pretrains
     threads = threads or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="lk-ddp-bench-") as root:
-        one = timed_run(configs, list(overrides), Path(root), "one", 1, threads)
-        split = timed_run(configs, list(overrides), Path(root), "split", processes, threads)
-    return {"configs": list(configs), "overrides": list(overrides), "threads": threads, "one": one, "split": split,
+        one = timed_run(configs, list(overrides), Path(root), "one", 1, 1 if per_device else threads)
+        split = timed_run(configs, list(overrides), Path(root), "split", processes,
+                          1 if per_device else max(1, threads // processes))
+    return {"configs": list(configs), "overrides": list(overrides), "threads": threads, "per_device": per_device, "one": one, "split": split,
             "ratio": split["wall_s"] / one["wall_s"], "target_ratio": TARGET_RATIO, "load_average": os.getloadavg()}
 
 
 def format_ddp(res: dict) -> str:
     one, split = res["one"], res["split"]
     lines = [f"configs: {' '.join(res['configs'])} {' '.join(res['overrides'])}".rstrip(),
-             f"threads: {res['threads']} in all; load average at the end {res['load_average'][0]:.2f}", "",
+             ("threads: one per process (one device each)" if res.get("per_device")
+              else f"threads: {res['threads']} in all, shared by each run's processes")
+             + f"; load average at the end {res['load_average'][0]:.2f}", "",
              "| run | processes x threads | wall (start to exit) | " + " | ".join(COMPARED) + " |",
              "|---|---|---|" + "---|" * len(COMPARED)]
     for name, r in (("one process", one), ("split (DDP)", split)):

@@ -191,15 +191,7 @@ def build(cfg, dry_run: bool = False):
     from lit_knowledge.methods import METHODS
 
     method_cls = METHODS.get(cfg.method.name)
-    if dry_run and cfg.model.name == "reader" and method_cls.kind != "pretrain":
-        from lit_knowledge.methods.pretrain import find_reader
-
-        if find_reader(cfg) is None:
-            from lit_knowledge.methods.components import untrained_reader
-
-            with without_building():
-                module = method_cls(cfg, *untrained_reader(cfg.model, cfg))
-            return module, module.datamodule()
+    # inside without_building(), `components.load_model` stands an untrained model in for a reader not cached yet
     with without_building() if dry_run else nullcontext():
         module = method_cls(cfg)
     return module, module.datamodule()

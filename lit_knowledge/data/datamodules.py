@@ -22,7 +22,7 @@ from datasets import Dataset
 from torch.utils.data import DataLoader, IterableDataset, Sampler
 from torch.utils.data import Dataset as TorchDataset
 
-from lit_knowledge.data.prompts import IGNORE, collate
+from lit_knowledge.data.prompts import collate, scored_tokens
 from lit_knowledge.distributed import rank_and_world, shard
 
 
@@ -48,9 +48,9 @@ class _PlannedBatches(TorchDataset):
         if self.shard and world > 1 and len(examples) >= world:
             # A next-token loss is a mean over the scored tokens a process holds; times this weight it is the
             # process's share of the whole batch's mean, so DDP's average of gradients is the one-process one.
-            scored = sum(_scored(e) for e in examples)
+            scored = sum(len(scored_tokens(e)) for e in examples)
             examples = shard(examples, rank, world)
-            weight = sum(_scored(e) for e in examples) * world / max(1, scored)
+            weight = sum(len(scored_tokens(e)) for e in examples) * world / max(1, scored)
         batch = collate(examples, self.pad_id) if examples else {}
         if weight is not None:
             batch["shard_weight"] = weight
@@ -59,11 +59,6 @@ class _PlannedBatches(TorchDataset):
             batch[key] = [e[key] for e in examples]
         batch.update({"stream_step": step, "last_in_step": last, "position": i, "batch_tokens": batch_tokens})
         return batch
-
-
-def _scored(example: dict) -> int:
-    """Tokens a causal LM's loss scores in an encoded example (labels after the first that are not ignored)."""
-    return sum(1 for t in example["labels"][1:] if t != IGNORE)
 
 
 def plan_batches(sizes: list[int], epochs: int, batch_size: int, seed: int,

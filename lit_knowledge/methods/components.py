@@ -22,16 +22,7 @@ def load_model(section, cfg):
         with_section = cfg if section is cfg.model else OmegaConf.merge(cfg, {"model": section})
         path = ensure_reader(with_section)
         if path is None:  # a dry run, the reader not pretrained yet: an untrained model of its shape stands in
-            return untrained_reader(section, cfg)
+            return models.load_model(OmegaConf.merge(section, {"name": "tiny"}), cfg)
         return load_pretrained(section, str(path))
     return models.load_model(section, cfg)
 
-
-def untrained_reader(section, cfg):
-    """(model, tokenizer): a randomly initialised tiny model of the reader's shape, with the world's tokenizer."""
-    from lit_knowledge.data.world import World
-    from lit_knowledge.models.build import build_tiny_llama
-    from lit_knowledge.models.tokenizer import train_word_tokenizer
-
-    tokenizer = train_word_tokenizer(World(cfg.data.world).texts(), section.tiny.vocab_size)
-    return build_tiny_llama(section.tiny, tokenizer), tokenizer

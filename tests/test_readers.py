@@ -12,15 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from lit_knowledge.data.readers import (
-    read_archivalqa,
-    read_counterfact,
-    read_mquake,
-    read_squad,
-    read_streamingqa,
-    read_templama,
-    read_zsre,
-)
+from lit_knowledge.data.edit_readers import read_counterfact, read_mquake, read_zsre
+from lit_knowledge.data.readers import read_archivalqa, read_squad, read_streamingqa, read_templama
 from lit_knowledge.data.sources import SOURCES
 from lit_knowledge.data.streams import EditStream, KnowledgeStream
 from lit_knowledge.errors import UserError

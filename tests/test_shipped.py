@@ -9,6 +9,7 @@ import pytest
 from conftest import ALL_CONFIGS, CONFIGS, REPO
 from omegaconf import OmegaConf
 
+import lit_knowledge.data.edit_readers  # noqa: F401  (and the edit sources)
 import lit_knowledge.data.readers  # noqa: F401  (importing the readers registers the real-data sources)
 from lit_knowledge.config import read_config
 from lit_knowledge.data.sources import SOURCES

@@ -15,6 +15,7 @@ import sys
 
 from omegaconf import OmegaConf
 
+import lit_knowledge.data.edit_readers  # noqa: F401  (registers the edit sources)
 import lit_knowledge.data.readers  # noqa: F401  (registers the real-data sources)
 import lit_knowledge.data.world  # noqa: F401  (registers the `world` sources)
 from lit_knowledge.config import DataConfig

@@ -40,6 +40,7 @@ from lit_knowledge.models.generate import generate_answers, lm_loss, teacher_for
 
 def load_stream(cfg):
     """The configured data source's stream (importing the readers registers the sources)."""
+    import lit_knowledge.data.edit_readers  # noqa: F401
     import lit_knowledge.data.readers  # noqa: F401
     import lit_knowledge.data.world  # noqa: F401
 

@@ -21,9 +21,9 @@ import torch
 from lit_knowledge.data.prompts import qa_prompt, token_ids
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods.memoryllm.memory import PoolReader, greedy_answers, left_padded
 from lit_knowledge.methods.memoryllm.training import load_memory_model
 from lit_knowledge.models.generate import lm_loss
+from lit_knowledge.models.prefix import PrefixScorer, greedy_answers, left_padded
 
 LM_LOSS_TOLERANCE = 0.05
 
@@ -61,7 +61,7 @@ def integrity(cfg, writes: int = 2000, every: int = 250, probe_docs: int = 10, s
     def record() -> dict:
         pool = state["pool"]
         row = {"writes": state["writes"], "pool_bytes": pool.numel() * pool.element_size(),
-               "lm_loss": lm_loss(PoolReader(memory, pool), tokenizer, heldout, cfg.data.max_length),
+               "lm_loss": lm_loss(PrefixScorer(memory, pool), tokenizer, heldout, cfg.data.max_length),
                "seconds_per_write": state["seconds"] / max(1, state["since"])}
         state["seconds"], state["since"] = 0.0, 0
         return row

@@ -24,9 +24,9 @@ from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.edit_protocol import EditProtocol, format_prompt
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import KnowledgeMethod, encode_all, load_stream
-from lit_knowledge.methods.memoryllm.memory import PoolReader, greedy_answers
 from lit_knowledge.methods.memoryllm.training import load_memory_model
 from lit_knowledge.methods.params import MemoryLLMParams
+from lit_knowledge.models.prefix import PrefixScorer, greedy_answers
 
 
 class MemoryLLM(KnowledgeMethod):
@@ -120,7 +120,7 @@ class MemoryLLM(KnowledgeMethod):
                               self.cfg.eval.batch_size)
 
     def scoring_model(self):
-        return PoolReader(self.memory, self.pool)  # token predictions and LM loss read the pool too
+        return PrefixScorer(self.memory, self.pool)  # token predictions and LM loss read the pool too
 
     # ------------------------------------------------------------------------------ retention by age
 

@@ -39,9 +39,10 @@ from lit_knowledge.data.prompts import collate, encode_dialogue, qa_prompt, toke
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.components import load_model
-from lit_knowledge.methods.memoryllm.memory import MemoryModel, greedy_answers, left_padded
+from lit_knowledge.methods.memoryllm.memory import MemoryModel
 from lit_knowledge.methods.schedules import warmup_cosine
 from lit_knowledge.models.lora import add_lora
+from lit_knowledge.models.prefix import greedy_answers, left_padded
 
 # Bumped whenever a change here trains another module from the same settings: the cache key changes with it.
 TRAINING_VERSION = 1

@@ -163,6 +163,24 @@ class CachedBuild:
                             requeued=True)
         return trainer
 
+    def train(self, make_module: Callable[[], object], max_steps: int, trainer_cfg, what: str, seed: int) -> Path:
+        """Train the module `make_module()` returns (built under `seed`) for `max_steps`, going on from an
+        interrupted build's checkpoint, then publish it (`module.save(directory)`, `module.report`); its directory."""
+        import sys
+
+        import torch
+
+        resume = self.checkpoint_to_resume()
+        print(f"lit_knowledge: {what} ({max_steps} steps{f', going on from step {resume[0]}' if resume else ''}); "
+              f"it is cached in {self.path}", file=sys.stderr)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = make_module()
+        self.fit(module, max_steps, trainer_cfg, what)
+        self.publish(module.save, module.report)
+        self.clean()
+        return self.path
+
     def publish(self, write: Callable[[Path], None], report: dict) -> Path:
         """Write the artifact (`write(directory)`) and its record atomically, then drop the partial directory."""
         final = self.path

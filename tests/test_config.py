@@ -516,7 +516,7 @@ sys.exit(code)
     (["trainer.max_stepz=1"], 2, "did you mean trainer.max_steps?"),
     (["method.name=ft_qq"], 2, "did you mean ft_qa?"),
     (["method.name=oedit", "method.lrr=1"], 2, "did you mean method.lr?"),
-    (["method.name=ft_qa", "method.top_k=1"], 2, "method.name=rag_bm25"),
+    (["method.name=ft_qa", "method.top_k=1"], 2, "method.name=cmt|rag_bm25"),
     (["trainer.max_steps=-5", "--dry-run"], 2, "trainer.max_steps"),
     (["--help-config"], 0, ""),
     (["--list-methods"], 0, ""),

@@ -182,3 +182,29 @@ class PretrainDataModule(L.LightningDataModule):
     def train_dataloader(self):
         stream = _MixStream(self.sample_fn, self.batch_size, self.pad_id, self.seed, self.start())
         return DataLoader(stream, batch_size=None)
+
+
+class _StepIndexStream(IterableDataset):
+    """Step indices from `start` on, without end."""
+
+    def __init__(self, start: int):
+        self.start = start
+
+    def __iter__(self):
+        step = self.start
+        while True:
+            yield step
+            step += 1
+
+
+class StepIndices(L.LightningDataModule):
+    """A cached build's training data when each step draws its own examples, seeded by its index: the batches are
+    the step indices from `start()` on (the trainer's global step, so a resumed build draws what an uninterrupted
+    one would)."""
+
+    def __init__(self, start):
+        super().__init__()
+        self.start = start
+
+    def train_dataloader(self):
+        return DataLoader(_StepIndexStream(self.start()), batch_size=None)

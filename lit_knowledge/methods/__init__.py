@@ -37,6 +37,8 @@ TABLE = {
                   "AlphaEdit-style closed-form edit of one matrix, in the null space of the model's knowledge"),
     "memoryllm": ("lit_knowledge.methods.memoryllm.method:MemoryLLM", P + "MemoryLLMParams",
                   "MemoryLLM: documents written into a fixed-size pool of memory tokens in every layer"),
+    "cmt": ("lit_knowledge.methods.cmt.method:CMT", P + "CMTParams",
+            "CMT (on MAC): documents compressed into a memory bank read by the frozen LLM"),
     "lora_transfer": ("lit_knowledge.methods.lora_transfer.method:LoRATransfer", P + "LoRATransferParams",
                       "knowledge extracted from a larger teacher's weights into the student's LoRA init"),
     "pretrain": ("lit_knowledge.methods.pretrain:PretrainReader", P + "MethodParams",

@@ -26,3 +26,11 @@ def load_model(section, cfg):
         return load_pretrained(section, str(path))
     return models.load_model(section, cfg)
 
+
+def base_model_recipe(cfg) -> dict:
+    """What a cached build over `cfg.model` is trained on: the reader's own key, or a model's name and file."""
+    if cfg.model.name == "reader":
+        from lit_knowledge.methods.pretrain import reader_key
+
+        return {"reader": reader_key(cfg)}
+    return {"name": cfg.model.name, "gguf_file": cfg.model.gguf_file, "dtype": cfg.model.dtype}

@@ -301,3 +301,55 @@ class LoRATransferParams(MethodParams):
             raise UserError("method lora_transfer measures transfer on the synthetic world: set data.source=world")
         if not cfg.model.lora.enabled:
             raise UserError("method lora_transfer fine-tunes a LoRA adapter: set model.lora.enabled=true")
+
+
+# ------------------------------------------------------------------------------------------ cmt
+
+
+@dataclass
+class CMTParams(MethodParams):
+    """CMT (on MAC): documents compressed into a bank read by the frozen LLM; the compressor and aggregator are
+    meta-trained once (a cached build). MAC is CMT with self_matching, memory_aware and top_k_aggregation off."""
+
+    memory_tokens: int = doc(12, "T: memory vectors per document (and per question); a document's bank entry has "
+                                 "T x hidden numbers whatever its length.", minimum=1)
+    compressor_width: Optional[int] = doc(None, "Width of the compressor's encoder (null: the LLM's hidden size).",
+                                          minimum=1)
+    compressor_layers: int = doc(2, "Encoder layers of the compressor.", minimum=1)
+    compressor_heads: int = doc(4, "Attention heads of the compressor.", minimum=1)
+    aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
+    aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
+    window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "
+                          "window by window.", minimum=2)
+    prefix_rank: int = doc(64, "Rank of the per-layer correction that turns the T aggregated vectors into each "
+                               "layer's memory.", minimum=1)
+    self_matching: bool = doc(True, "CMT: questions are encoded by the compressor itself and matched with the "
+                                    "document memories by an in-batch contrastive loss (MAC: a question encoder of "
+                                    "its own, no matching loss).")
+    memory_aware: bool = doc(True, "CMT: the memory-aware objective, the frozen LLM predicting each document from "
+                                   "its own memory, added to the QA loss (memory_loss_weight).")
+    top_k_aggregation: bool = doc(True, "CMT: the aggregator reads only the top_k bank entries that best match the "
+                                        "question (MAC: the whole bank).")
+    top_k: int = doc(8, "Entries read with top_k_aggregation.", minimum=1)
+    memory_loss_weight: float = doc(0.5, "Weight of the memory-aware objective.", minimum=0)
+    match_loss_weight: float = doc(0.5, "Weight of self-matching's contrastive loss.", minimum=0)
+    match_temperature: float = doc(0.1, "Temperature of that loss.", above=0)
+    train_steps: int = doc(3000, "Meta-training steps on fresh people (never the stream's); 0: untrained parts.",
+                           minimum=0)
+    train_lr: float = doc(1e-3, "Peak learning rate of meta-training (AdamW, warm-up then cosine).", above=0)
+    train_bank_size: int = doc(32, "Documents per meta-training step: the step's bank.", minimum=2)
+    grad_share: float = doc(0.25, "Backprop dropout: the share of the step's documents whose memory carries "
+                                  "gradient; only their questions enter the QA loss.", above=0, maximum=1)
+    questions_per_document: int = doc(2, "Questions asked about each document that carries gradient.", minimum=1)
+    background_rows: int = doc(8, "Rows per step asking what the LLM already knew (the rehearsal half of the "
+                                  "world's background), read with the same bank, so that reading a bank keeps the "
+                                  "LLM's own knowledge.", minimum=0)
+
+    @staticmethod
+    def validate(cfg) -> None:
+        m = cfg.method
+        if m.memory_tokens > cfg.data.max_length:
+            raise UserError(f"method.memory_tokens={m.memory_tokens} exceeds data.max_length={cfg.data.max_length}")
+        if m.top_k_aggregation and m.top_k > m.window:
+            raise UserError(f"method.top_k={m.top_k} is larger than method.window={m.window}: the aggregator reads "
+                            "the top k entries in one window; lower top_k or raise window")

@@ -25,20 +25,19 @@ uninterrupted one would; the running pools and the replay questions are kept in 
 from __future__ import annotations
 
 import random
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, IterableDataset
 
 from lit_knowledge.builds import CachedBuild, cache_root
 from lit_knowledge.config import to_dict
+from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_dialogue, qa_prompt, token_ids
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods.components import load_model
+from lit_knowledge.methods.components import base_model_recipe, load_model
 from lit_knowledge.methods.memoryllm.memory import MemoryModel
 from lit_knowledge.methods.schedules import warmup_cosine
 from lit_knowledge.models.lora import add_lora
@@ -53,15 +52,6 @@ WEIGHTS = "model"
 TRAINING_FIELDS = ("train_steps", "train_lr", "train_batch_size", "train_pool_size", "write_size", "chunk_length",
                    "questions_per_target", "single_share", "join_pool_share", "multi_share", "max_contexts",
                    "curriculum_steps", "replay_share", "background_rows", "multi_target")
-
-
-def base_model_recipe(cfg) -> dict:
-    """What the memory module is trained over: the reader's own key, or a model's name and file."""
-    if cfg.model.name == "reader":
-        from lit_knowledge.methods.pretrain import reader_key
-
-        return {"reader": reader_key(cfg)}
-    return {"name": cfg.model.name, "gguf_file": cfg.model.gguf_file, "dtype": cfg.model.dtype}
 
 
 def memory_recipe(cfg) -> dict:
@@ -115,17 +105,8 @@ def load_memory_model(cfg, model=None, tokenizer=None) -> tuple[MemoryModel, obj
 
 def train_memory_module(cfg) -> Path:
     """Train the memory module into the cache (resumable after a preemption notice); its directory."""
-    build = memory_build(cfg)
-    resume = build.checkpoint_to_resume()
-    print(f"lit_knowledge: training the memory module ({cfg.method.train_steps} steps"
-          f"{f', going on from step {resume[0]}' if resume else ''}); it is cached in {build.path}", file=sys.stderr)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.run.seed)
-        module = MemoryTraining(cfg)
-    build.fit(module, cfg.method.train_steps, cfg.trainer, "memory module training")
-    build.publish(module.save, module.report)
-    build.clean()
-    return build.path
+    return memory_build(cfg).train(lambda: MemoryTraining(cfg), cfg.method.train_steps, cfg.trainer,
+                                   "training the memory module", cfg.run.seed)
 
 
 @dataclass
@@ -139,28 +120,6 @@ class Draw:
     join_pool: bool = True
     keep_for_replay: bool = False
     background: list[list[tuple[str, str]]] = field(default_factory=list)
-
-
-class _Steps(IterableDataset):
-    """Step indices from `start` on: each training step draws its own examples (seeded by the index)."""
-
-    def __init__(self, start: int):
-        self.start = start
-
-    def __iter__(self):
-        step = self.start
-        while True:
-            yield step
-            step += 1
-
-
-class _StepsData(L.LightningDataModule):
-    def __init__(self, start):
-        super().__init__()
-        self.start = start
-
-    def train_dataloader(self):
-        return DataLoader(_Steps(self.start()), batch_size=None)
 
 
 class MemoryTraining(L.LightningModule):
@@ -183,7 +142,7 @@ class MemoryTraining(L.LightningModule):
         self.report: dict = {}
 
     def datamodule(self):
-        return _StepsData(lambda: self.trainer.global_step)
+        return StepIndices(lambda: self.trainer.global_step)
 
     # ------------------------------------------------------------------------------ one step
 

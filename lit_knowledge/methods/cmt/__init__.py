@@ -1,0 +1,1 @@
+"""CMT (on MAC): documents compressed into a memory bank read by a frozen LLM (memory.py, training.py, method.py)."""

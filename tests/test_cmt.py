@@ -1,0 +1,263 @@
+"""CMT on MAC: the compressor, the bank, the hierarchical and top-k aggregation, the prefix the frozen LLM reads,
+meta-training's frozen LLM and backprop dropout, the stream method's bank in checkpoints, and (slow) that a
+meta-trained memory lets the frozen LLM answer from documents it never saw in its weights."""
+
+import dataclasses
+import math
+
+import pytest
+import torch
+from conftest import CONFIGS, DEBUG_YAML
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from lit_knowledge.config import load_config
+from lit_knowledge.errors import UserError
+from lit_knowledge.methods.cmt.memory import CMTMemory
+from lit_knowledge.methods.params import CMTParams
+
+CMT_YAML = CONFIGS / "cmt" / "cmt.yaml"
+MAC = ["method.self_matching=false", "method.memory_aware=false", "method.top_k_aggregation=false"]
+
+
+def tiny_llama(kv_heads: int = 2, seed: int = 0) -> LlamaForCausalLM:
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=60, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                         num_attention_heads=4, num_key_value_heads=kv_heads, max_position_embeddings=128)
+    return LlamaForCausalLM(config).eval()
+
+
+def tiny_cmt(kv_heads: int = 2, **changes) -> CMTMemory:
+    params = dataclasses.replace(CMTParams(name="cmt"), memory_tokens=4, compressor_width=16, compressor_heads=2,
+                                 aggregator_heads=2, prefix_rank=8, window=4, top_k=3, **changes)
+    torch.manual_seed(1)
+    memory = CMTMemory(tiny_llama(kv_heads), params, max_length=64).eval()
+    with torch.no_grad():  # the prefix map starts at zero: give it something to carry
+        memory.up.weight.normal_(std=0.1)
+    return memory
+
+
+def ids(*lengths, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randint(3, 60, (n,), generator=g).tolist() for n in lengths]
+
+
+def right_padded(rows):
+    width = max(len(r) for r in rows)
+    x = torch.zeros(len(rows), width, dtype=torch.long)
+    mask = torch.zeros_like(x)
+    for i, r in enumerate(rows):
+        x[i, : len(r)] = torch.tensor(r)
+        mask[i, : len(r)] = 1
+    return x, mask
+
+
+# ------------------------------------------------------------------------------------------ the parts
+
+
+def test_a_documents_memory_has_t_vectors_whatever_its_length_and_never_reads_padding():
+    memory = tiny_cmt()
+    short, long = ids(5, 20)
+    with torch.no_grad():
+        alone = memory.compress(*right_padded([short]))
+        both = memory.compress(*right_padded([short, long]))
+    assert alone.shape == (1, 4, 32) and both.shape == (2, 4, 32)  # T x hidden for 5 tokens and for 20
+    torch.testing.assert_close(both[:1], alone, rtol=1e-5, atol=1e-5)
+
+
+def test_a_bank_longer_than_the_window_is_aggregated_window_by_window_over_the_whole_bank():
+    """Window 4, bank of 10: windows of 4, 4 and 2 entries become 3 entries, aggregated once more (4 calls); the
+    result is that composition, and the bank's last entry reaches it (MAC's reference iterates over the
+    question's length there and can leave the end of the bank out)."""
+    memory = tiny_cmt()
+    agg = memory.aggregator
+    question, bank = torch.randn(2, 4, 32), torch.randn(2, 10, 4, 32)
+    with torch.no_grad():
+        agg.calls = 0
+        out = agg(question, bank)
+        assert agg.calls == 4 and out.shape == (2, 4, 32)
+        windows = torch.stack([agg.once(question, bank[:, i : i + 4]) for i in (0, 4, 8)], dim=1)
+        torch.testing.assert_close(out, agg.once(question, windows))
+        changed = bank.clone()
+        changed[:, -1] = torch.randn(2, 4, 32)
+        assert not torch.allclose(agg(question, changed), out, atol=1e-4)
+        agg.calls = 0
+        agg(question, bank[:, :4])
+        assert agg.calls == 1  # a bank that fits the window: one aggregation
+
+
+def test_top_k_aggregation_reads_only_the_entries_that_best_match_the_question():
+    memory = tiny_cmt(top_k_aggregation=True)
+    question, bank = torch.randn(1, 4, 32), torch.randn(6, 4, 32)
+    with torch.no_grad():
+        scores = memory.match_scores(question, bank)[0]
+        best = scores.topk(3).indices.sort().values
+        torch.testing.assert_close(memory.select(question, bank)[0], bank[best])  # the best 3, in bank order
+        out = memory.memory_for(question, bank)
+        other = [i for i in range(6) if i not in best.tolist()]
+        for i, same in ((other[0], True), (int(best[0]), False)):
+            changed = bank.clone()
+            delta = torch.randn(4, 32)
+            changed[i] += delta - delta.mean(0)  # its mean vector, so its match score, stays; its content changes
+            assert torch.allclose(memory.memory_for(question, changed), out, atol=1e-6) == same, i
+
+
+@pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
+def test_the_frozen_llm_reads_the_aggregated_memory_as_a_prefix_sized_by_its_key_value_heads(kv_heads):
+    memory = tiny_cmt(kv_heads)
+    docs = memory.compress(*right_padded(ids(6, 9, 7)))
+    question = memory.encode_question(*right_padded(ids(4, 5, seed=1)))
+    prefix = memory.memory_for(question, docs)
+    assert prefix.shape == (3, 2, 4, 32)  # layers, questions, T, hidden
+    cache, length = memory.reader.prefix_cache(prefix, 2)
+    assert length == 5 and cache.layers[0].keys.shape == (2, kv_heads, 5, 8)
+    text = torch.randint(3, 60, (2, 5))
+    with torch.no_grad():
+        logits = memory.read(prefix, text, torch.ones_like(text)).logits
+        other = memory.memory_for(question, torch.randn_like(docs))
+        assert not torch.allclose(memory.read(other, text, torch.ones_like(text)).logits, logits, atol=1e-4)
+        assert memory.memory_for(question, None) is None  # an empty bank: the LLM as it is
+
+
+def test_mac_has_a_question_encoder_of_its_own_and_cmt_encodes_questions_with_the_compressor():
+    mac = tiny_cmt(self_matching=False, memory_aware=False, top_k_aggregation=False)
+    cmt = tiny_cmt()
+    assert mac.question_encoder is not None and cmt.question_encoder is None
+    q = right_padded(ids(5))
+    torch.testing.assert_close(cmt.encode_question(*q), cmt.compress(*q))
+    assert not torch.allclose(mac.encode_question(*q), mac.compress(*q))
+
+
+# ------------------------------------------------------------------------------------------ meta-training
+
+
+def training_module(tmp_path, *overrides):
+    from lit_knowledge.methods.cmt.training import CMTTraining
+
+    cfg = load_config([str(CMT_YAML), str(DEBUG_YAML)],
+                      [f"run.root={tmp_path}", "method.train_bank_size=8", "method.background_rows=2", *overrides])
+    module = CMTTraining(cfg)
+    module.log = module.log_dict = lambda *a, **k: None
+    return module
+
+
+def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_of_the_bank(tmp_path, tmp_cache):
+    module = training_module(tmp_path)
+    calls = []
+    compress = module.memory.compress
+
+    def recording(ids, mask):
+        calls.append((ids.shape[0], torch.is_grad_enabled()))
+        return compress(ids, mask)
+
+    module.memory.compress = recording
+    loss = module.training_step(torch.tensor(0), 0)
+    loss.backward()
+    assert calls[:2] == [(2, True), (6, False)]  # backprop dropout: 2 of 8 documents carry gradient
+    llm = module.memory.reader.model
+    assert all(p.grad is None for p in llm.parameters())
+    trained = {n.split(".")[0] for n, p in module.memory.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert {"compressor", "aggregator", "up", "reader"} <= trained  # reader: its start vectors (the LLM has none)
+    assert all(p.requires_grad is False for p in llm.parameters())  # `down` learns once `up` (zero at first) moved
+    draw = module.draw(0)
+    assert {i for _, _, i in draw.asked} == {0, 1}  # only the carried documents' questions enter the loss
+
+
+def test_each_technique_adds_its_loss_and_mac_trains_on_the_answers_alone(tmp_path, tmp_cache):
+    draw_cmt = training_module(tmp_path).losses
+    mac = training_module(tmp_path, *MAC)
+    assert set(draw_cmt(training_module(tmp_path).draw(0))) == {"qa", "memory", "match", "gold_first"}
+    assert set(mac.losses(mac.draw(0))) == {"qa", "gold_first"}
+
+
+def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
+    """Held out at the level of people: the bank's documents and every question are about fresh people and the
+    rehearsal half of the background, never a stream person (test or dev stream) or one locality asks about."""
+    from lit_knowledge.data.world import World
+
+    module = training_module(tmp_path)
+    world = module.world
+    dev = World(load_config([str(CMT_YAML), str(DEBUG_YAML)], ["data.world.stream_seed=1"]).data.world)
+    held_out = {p.name for p in world.stream_people + dev.stream_people + world.locality_people()}
+    rehearsed = {p.name for p in world.rehearsal_people()}
+    seen = set()
+    for step in range(200):
+        draw = module.draw(step)
+        for text in draw.documents + [f"{q} {a}" for q, a, _ in draw.asked] + [f"{q} {a}" for q, a in draw.background]:
+            named = {name for name in held_out | rehearsed if name in text}
+            assert not named & held_out, (named & held_out, text)
+            seen |= named
+    assert seen and seen <= rehearsed
+
+
+# ------------------------------------------------------------------------------------------ the stream method
+
+
+def debug_method(tmp_path, *overrides):
+    from lit_knowledge.methods.cmt.method import CMT
+
+    cfg = load_config([str(CMT_YAML), str(DEBUG_YAML)], [f"run.root={tmp_path}", "method.train_steps=0", *overrides])
+    return CMT(cfg)
+
+
+def write_step(method, k):
+    from lit_knowledge.data.prompts import collate
+
+    rows = method.training_examples(method.stream.steps[k])
+    batch = collate([rows[i] for i in range(len(rows))], method.tokenizer.pad_token_id)
+    method.training_step(batch, 0)
+
+
+def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank_is_exact(tmp_path, tmp_cache):
+    method = debug_method(tmp_path)
+    assert method.keeps_document_order and not method.shards_batches
+    write_step(method, 0)
+    n = len(method.stream.steps[0].documents)
+    T, h = method.params.memory_tokens, method.memory.reader.hidden
+    assert method.bank.shape == (n, T, h) and not method.bank.requires_grad
+    assert method.extra_storage_bytes() == n * T * h * 4
+    first = method.bank.clone()
+    with torch.no_grad():
+        alone = method.memory.compress(*right_padded([method.training_examples(method.stream.steps[0])[1]["input_ids"]]))
+    torch.testing.assert_close(first[1:2], alone, rtol=1e-5, atol=1e-5)  # entry i is document i
+
+    checkpoint = {}
+    method.on_save_checkpoint(checkpoint)
+    path = tmp_path / "state.pt"
+    torch.save(checkpoint, path)
+    write_step(method, 1)
+    assert method.bank.shape[0] == n + len(method.stream.steps[1].documents)
+    assert torch.equal(method.bank[:n], first)  # earlier entries never change
+
+    resumed = debug_method(tmp_path)
+    resumed.on_load_checkpoint(torch.load(path, weights_only=False))
+    assert torch.equal(resumed.bank, first)
+    write_step(resumed, 1)
+    assert torch.equal(resumed.bank, method.bank)
+    probes = method.stream.steps[1].probes[:4]
+    assert method.answer(probes) == resumed.answer(probes)
+
+
+def test_an_edit_stream_is_refused_in_one_line(tmp_path, tmp_cache):
+    with pytest.raises(UserError, match="edit stream"):
+        debug_method(tmp_path, "data.source=world_edits")
+
+
+def test_top_k_above_the_window_is_refused(tmp_path):
+    with pytest.raises(UserError, match="method.top_k"):
+        load_config([str(CMT_YAML)], ["method.top_k=40", "method.window=16"])
+
+
+@pytest.mark.slow
+def test_meta_training_teaches_the_frozen_llm_to_answer_from_the_bank(tmp_path):
+    """The method's claim at its smallest: after a short meta-training on fresh people, questions about one of
+    32 documents in the bank are answered better than the frozen LLM answers them with no memory."""
+    import json
+
+    from lit_knowledge.methods.cmt.training import cmt_build, train_cmt
+
+    cfg = load_config([str(CMT_YAML)], [f"run.root={tmp_path}", "method.train_steps=400",
+                                        "trainer.enable_progress_bar=false"])
+    train_cmt(cfg)
+    report = json.loads((cmt_build(cfg).path / "cmt.json").read_text())["report"]
+    assert math.isfinite(report["efficacy_f1"])
+    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.1, report

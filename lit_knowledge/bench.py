@@ -1,5 +1,6 @@
 """Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop;
 `memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py);
+`cmt`: CMT's bytes, write time, answer time and F1 as its bank grows (lit_knowledge/methods/cmt/cost.py);
 `ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py).
 
     python -m lit_knowledge.bench overhead [--steps N] [--batch-size B] [--repeats R] [--warmup W]
@@ -373,6 +374,12 @@ def parse_args(argv):
     m.add_argument("--writes", type=int, default=2000, help="unrelated documents written (default 2000)")
     m.add_argument("--every", type=int, default=250, help="record every this many writes (default 250)")
     m.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    c = sub.add_parser("cmt", help="CMT as its bank grows: bytes and write time per document, answer time, F1",
+                       description="CMT's cost as its bank grows (lit_knowledge/methods/cmt/cost.py).")
+    c.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. method.top_k_aggregation=false)")
+    c.add_argument("--config", action="append", help="cmt config, repeatable (default configs/cmt/cmt.yaml)")
+    c.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1000], help="bank sizes to record")
+    c.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     d = sub.add_parser("ddp", help="wall time of a stream run on one process and on several that split its work",
                        description="One process against DDP processes that split the batches and the probes "
                                    "(lit_knowledge/bench_ddp.py); the ratio of the wall times.")
@@ -405,6 +412,19 @@ def bench_ddp(args) -> int:
     return 0
 
 
+def bench_cmt(args) -> int:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.cmt.cost import bank_cost, format_cost
+
+    cfg = load_config(args.config or ["configs/cmt/cmt.yaml"], args.overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = bank_cost(cfg, args.sizes)
+    write_json(args.json, res)
+    print(format_cost(res))
+    return 0
+
+
 def bench_memoryllm(args) -> int:
     from lit_knowledge.config import load_config
     from lit_knowledge.methods.memoryllm.integrity import format_integrity, integrity
@@ -427,6 +447,8 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
     if args.bench == "memoryllm":
         return bench_memoryllm(args)
+    if args.bench == "cmt":
+        return bench_cmt(args)
     if args.bench == "ddp":
         return bench_ddp(args)
     with warnings.catch_warnings():

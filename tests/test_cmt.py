@@ -28,12 +28,9 @@ def tiny_llama(kv_heads: int = 2, seed: int = 0) -> LlamaForCausalLM:
 
 def tiny_cmt(kv_heads: int = 2, **changes) -> CMTMemory:
     params = dataclasses.replace(CMTParams(name="cmt"), memory_tokens=4, compressor_width=16, compressor_heads=2,
-                                 aggregator_heads=2, prefix_rank=8, window=4, top_k=3, **changes)
+                                 aggregator_heads=2, window=4, top_k=3, **changes)
     torch.manual_seed(1)
-    memory = CMTMemory(tiny_llama(kv_heads), params, max_length=64).eval()
-    with torch.no_grad():  # the prefix map starts at zero: give it something to carry
-        memory.up.weight.normal_(std=0.1)
-    return memory
+    return CMTMemory(tiny_llama(kv_heads), params, max_length=64).eval()
 
 
 def ids(*lengths, seed=0):
@@ -60,7 +57,7 @@ def test_a_documents_memory_has_t_vectors_whatever_its_length_and_never_reads_pa
     with torch.no_grad():
         alone = memory.compress(*right_padded([short]))
         both = memory.compress(*right_padded([short, long]))
-    assert alone.shape == (1, 4, 32) and both.shape == (2, 4, 32)  # T x hidden for 5 tokens and for 20
+    assert alone.shape == (1, 4, 4, 32) and both.shape == (2, 4, 4, 32)  # (1 + layers) x T x hidden, 5 or 20 tokens
     torch.testing.assert_close(both[:1], alone, rtol=1e-5, atol=1e-5)
 
 
@@ -70,15 +67,15 @@ def test_a_bank_longer_than_the_window_is_aggregated_window_by_window_over_the_w
     question's length there and can leave the end of the bank out)."""
     memory = tiny_cmt()
     agg = memory.aggregator
-    question, bank = torch.randn(2, 4, 32), torch.randn(2, 10, 4, 32)
+    question, bank = torch.randn(2, 4, 32), torch.randn(2, 10, 4, 4, 32)
     with torch.no_grad():
         agg.calls = 0
         out = agg(question, bank)
-        assert agg.calls == 4 and out.shape == (2, 4, 32)
+        assert agg.calls == 4 and out.shape == (2, 4, 4, 32)
         windows = torch.stack([agg.once(question, bank[:, i : i + 4]) for i in (0, 4, 8)], dim=1)
         torch.testing.assert_close(out, agg.once(question, windows))
         changed = bank.clone()
-        changed[:, -1] = torch.randn(2, 4, 32)
+        changed[:, -1] = torch.randn(2, 4, 4, 32)
         assert not torch.allclose(agg(question, changed), out, atol=1e-4)
         agg.calls = 0
         agg(question, bank[:, :4])
@@ -87,7 +84,7 @@ def test_a_bank_longer_than_the_window_is_aggregated_window_by_window_over_the_w
 
 def test_top_k_aggregation_reads_only_the_entries_that_best_match_the_question():
     memory = tiny_cmt(top_k_aggregation=True)
-    question, bank = torch.randn(1, 4, 32), torch.randn(6, 4, 32)
+    question, bank = torch.randn(1, 4, 32), torch.randn(6, 4, 4, 32)
     with torch.no_grad():
         scores = memory.match_scores(question, bank)[0]
         best = scores.topk(3).indices.sort().values
@@ -97,7 +94,8 @@ def test_top_k_aggregation_reads_only_the_entries_that_best_match_the_question()
         for i, same in ((other[0], True), (int(best[0]), False)):
             changed = bank.clone()
             delta = torch.randn(4, 32)
-            changed[i] += delta - delta.mean(0)  # its mean vector, so its match score, stays; its content changes
+            changed[i, 0] += delta - delta.mean(0)  # its mean key, so its match score, stays
+            changed[i, 1:] += torch.randn(3, 4, 32)  # what the LLM would read of it changes
             assert torch.allclose(memory.memory_for(question, changed), out, atol=1e-6) == same, i
 
 
@@ -123,8 +121,8 @@ def test_mac_has_a_question_encoder_of_its_own_and_cmt_encodes_questions_with_th
     cmt = tiny_cmt()
     assert mac.question_encoder is not None and cmt.question_encoder is None
     q = right_padded(ids(5))
-    torch.testing.assert_close(cmt.encode_question(*q), cmt.compress(*q))
-    assert not torch.allclose(mac.encode_question(*q), mac.compress(*q))
+    torch.testing.assert_close(cmt.encode_question(*q), cmt.compress(*q)[:, 0])
+    assert not torch.allclose(mac.encode_question(*q), mac.compress(*q)[:, 0])
 
 
 # ------------------------------------------------------------------------------------------ meta-training
@@ -156,8 +154,8 @@ def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_
     llm = module.memory.reader.model
     assert all(p.grad is None for p in llm.parameters())
     trained = {n.split(".")[0] for n, p in module.memory.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
-    assert {"compressor", "aggregator", "up", "reader"} <= trained  # reader: its start vectors (the LLM has none)
-    assert all(p.requires_grad is False for p in llm.parameters())  # `down` learns once `up` (zero at first) moved
+    assert {"compressor", "aggregator", "reader"} <= trained  # reader: its start vectors (the LLM has none)
+    assert all(p.requires_grad is False for p in llm.parameters())
     draw = module.draw(0)
     assert {i for _, _, i in draw.asked} == {0, 1}  # only the carried documents' questions enter the loss
 
@@ -212,9 +210,9 @@ def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank
     assert method.keeps_document_order and not method.shards_batches
     write_step(method, 0)
     n = len(method.stream.steps[0].documents)
-    T, h = method.params.memory_tokens, method.memory.reader.hidden
-    assert method.bank.shape == (n, T, h) and not method.bank.requires_grad
-    assert method.extra_storage_bytes() == n * T * h * 4
+    T, h, L = method.params.memory_tokens, method.memory.reader.hidden, method.memory.reader.num_layers
+    assert method.bank.shape == (n, 1 + L, T, h) and not method.bank.requires_grad
+    assert method.extra_storage_bytes() == n * (1 + L) * T * h * 4
     first = method.bank.clone()
     with torch.no_grad():
         alone = method.memory.compress(*right_padded([method.training_examples(method.stream.steps[0])[1]["input_ids"]]))
@@ -235,6 +233,8 @@ def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank
     assert torch.equal(resumed.bank, method.bank)
     probes = method.stream.steps[1].probes[:4]
     assert method.answer(probes) == resumed.answer(probes)
+    loss = method.lm_loss(method.stream.heldout_texts[:4])  # read with the empty question's memory
+    assert math.isfinite(loss) and loss == resumed.lm_loss(method.stream.heldout_texts[:4])
 
 
 def test_an_edit_stream_is_refused_in_one_line(tmp_path, tmp_cache):
@@ -261,3 +261,18 @@ def test_meta_training_teaches_the_frozen_llm_to_answer_from_the_bank(tmp_path):
     report = json.loads((cmt_build(cfg).path / "cmt.json").read_text())["report"]
     assert math.isfinite(report["efficacy_f1"])
     assert report["efficacy_f1"] > report["no_memory_f1"] + 0.1, report
+
+
+def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_path, tmp_cache, capsys):
+    from lit_knowledge import bench
+
+    out = tmp_path / "cost.json"
+    assert bench.main(["cmt", "--config", str(CMT_YAML), "--config", str(DEBUG_YAML), "--sizes", "3", "9",
+                       "--json", str(out), "method.train_steps=0", f"run.root={tmp_path}"]) == 0
+    import json
+
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["bank"] for r in rows] == [3, 9]
+    assert rows[0]["bytes_per_document"] == rows[1]["bytes_per_document"] == 4 * 12 * 128 * 4  # (keys + 3 layers) x T x hidden x 4 bytes
+    assert all(r["write_s_per_document"] > 0 and r["answer_s_per_question"] > 0 for r in rows)
+    assert "| 9 |" in capsys.readouterr().out

@@ -98,6 +98,7 @@ class StreamProtocol:
             "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(self.background_by_kind.items())}
                                     if len(self.background_by_kind) > 1 else {}),
             "retention_row": [s["f1"] if s else None for s in row_scores],
+            "retention_row_em": [s["em"] if s else None for s in row_scores],
             "examples": [(p.question, p.answers[0], predictions[p.id]) for p in asked[k][:5]],
         }
 
@@ -123,6 +124,7 @@ def summarize(history: list[dict], timings: list[float], extra_storage_bytes: in
         "locality_f1": final["locality_f1"],
         "lm_loss": final["lm_loss"],
         "final_f1_all_steps": mean(v for v in final["retention_row"]),
+        "final_em_all_steps": mean(v for v in final.get("retention_row_em", [])),
         "wall_time_s": wall_time_s,
         "update_time_per_step_s": mean(timings) if timings else 0.0,
         "extra_storage_bytes": extra_storage_bytes,

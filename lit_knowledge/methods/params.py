@@ -321,8 +321,6 @@ class CMTParams(MethodParams):
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
     window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "
                           "window by window.", minimum=2)
-    prefix_rank: int = doc(64, "Rank of the per-layer correction that turns the T aggregated vectors into each "
-                               "layer's memory.", minimum=1)
     self_matching: bool = doc(True, "CMT: questions are encoded by the compressor itself and matched with the "
                                     "document memories by an in-batch contrastive loss (MAC: a question encoder of "
                                     "its own, no matching loss).")
@@ -332,7 +330,8 @@ class CMTParams(MethodParams):
                                         "question (MAC: the whole bank).")
     top_k: int = doc(8, "Entries read with top_k_aggregation.", minimum=1)
     memory_loss_weight: float = doc(0.5, "Weight of the memory-aware objective.", minimum=0)
-    match_loss_weight: float = doc(0.5, "Weight of self-matching's contrastive loss.", minimum=0)
+    match_loss_weight: float = doc(3.0, "Weight of self-matching's contrastive loss (at 0.5 the bank's keys stayed "
+                                        "alike and matching never started in a 500-step check).", minimum=0)
     match_temperature: float = doc(0.1, "Temperature of that loss.", above=0)
     train_steps: int = doc(3000, "Meta-training steps on fresh people (never the stream's); 0: untrained parts.",
                            minimum=0)

@@ -3,25 +3,32 @@
 MAC (arXiv 2403.04317) amortizes a document into a few vectors; CMT (arXiv 2412.07393) adds three techniques
 on top. The parts, in the order a document and a question meet them:
 
-- **Compressor** (MAC's amortization network). A small transformer encoder reads the document's hidden states
-  from the frozen LLM (its last layer, no gradient: the LLM is the pretrained encoder, where MAC downloads a
-  T5) together with T learnable soft tokens, and its outputs at the soft tokens, mapped into the LLM's hidden
-  size, are the document's T memory vectors. A document's memory has T x hidden numbers whatever its length.
-- **Bank**: one entry (T vectors) per document, appended in stream order.
-- **Question encoding**. The aggregator is conditioned on the question. With self-matching (CMT) the question
-  is encoded by the compressor itself, so questions and documents live in one space; without it (MAC) by a
-  question encoder of the same shape with its own weights.
-- **Top-k aggregation** (CMT). Each bank entry is scored by the cosine between its mean memory vector and the
+- **Compressor** (MAC's amortization network). A small transformer encoder reads the document's last hidden
+  states from the frozen LLM (no gradient: the LLM is the pretrained encoder, where MAC downloads a T5)
+  together with T learnable soft tokens. Each soft token attends over the document's tokens twice: once to
+  make its key (what questions are matched with), once to pick, at every layer l, a mixture of the
+  document's hidden states entering layer l (what the frozen LLM reads). A document's memory is one bank
+  entry, (1 + layers, T, hidden): the same bytes whatever its length.
+- **Bank**: one entry per document, appended in stream order.
+- **Question encoding**. The aggregator is conditioned on the question's keys. With self-matching (CMT) the
+  question is encoded by the compressor itself, so questions and documents live in one space, and an
+  in-batch contrastive loss ranks the gold document first; without it (MAC) by a question encoder of the
+  same shape with its own weights.
+- **Top-k aggregation** (CMT). Each bank entry is scored by the cosine between its mean key and the
   question's; the aggregator reads only the k best entries (kept in bank order). Off (MAC): the whole bank.
-- **Aggregator**: blocks of cross-attention from the question's T vectors to the bank's tokens (entries x T),
-  with an MLP after each. A bank longer than `window` entries is aggregated hierarchically: each window of
-  the bank becomes one entry, and so on until one window is left (over the bank, not the question: MAC's
-  reference loops over the question's length there).
-- **Into the LLM**: the T aggregated vectors become one memory per layer (a low-rank per-layer correction of
-  a shared vector) read at every layer as a key/value prefix through the frozen layer's own norm, key and
-  value projections (lit_knowledge/models/prefix.py). MAC generates keys and values directly (P-tuning v2);
-  letting the frozen projections make them sizes the prefix by the model's key/value heads (grouped-query
-  models need nothing) and keeps the added parameters to O(hidden x rank) per layer.
+- **Aggregator**: blocks of cross-attention from the question's keys to the bank's keys refine the question;
+  the refined question then weighs the entries (a softmax over the cosines of mean keys, at a learned
+  temperature) and mixes their per-layer vectors: the result is an entry of the same form. A bank longer than
+  `window` entries is aggregated hierarchically: each window of the bank becomes one entry, and so on until
+  one window is left (over the bank, not the question: MAC's reference loops over the question's length).
+- **Into the LLM**: the aggregated entry's vectors for layer l are read at layer l as a key/value prefix
+  through the frozen layer's own norm, key and value projections and RoPE (lit_knowledge/models/prefix.py).
+  MAC generates keys and values with an MLP (P-tuning v2). Here the memory is made of the LLM's own hidden
+  states, so the frozen LLM reads it as it reads context (with a document's hidden states themselves as the
+  prefix, the world's reader answers as well as with the document in its prompt), and the frozen projections
+  size the prefix by the model's key/value heads: grouped-query models need nothing special. The first
+  design tried, an MLP from T vectors to each layer's memory, was not readable by the frozen reader after
+  3,000 steps (F1 below the no-memory floor) although matching was learnt.
 
 Everything except the LLM is trained (training.py); at test time nothing is.
 """
@@ -32,11 +39,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit_knowledge.models.prefix import PrefixReader, causal_lm
+from lit_knowledge.models.prefix import PrefixReader
 
 
 class Compressor(nn.Module):
-    """A document's (or question's) hidden states -> T memory vectors of the LLM's hidden size."""
+    """A document's (or question's) hidden states -> its memory: (B, 1 + layers, T, hidden).
+
+    Row 0 holds the T keys (each soft token's encoder output plus what its key attention picked from the
+    document, mapped to the hidden size): what questions are matched and aggregated with. Rows 1..L hold, per layer l, T mixtures of the document's hidden states
+    entering layer l, each soft token weighting the document's tokens by its own attention: what the frozen LLM
+    reads at layer l, in the very space it reads context in.
+    """
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int):
         super().__init__()
@@ -48,16 +61,32 @@ class Compressor(nn.Module):
         self.norm = nn.LayerNorm(width)
         self.out = nn.Linear(width, hidden)
         self.mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, hidden))
+        self.pick_query, self.pick_key = nn.Linear(width, width), nn.Linear(width, width)  # the layers' vectors
+        self.key_query, self.key_key = nn.Linear(width, width), nn.Linear(width, width)  # the keys
 
-    def forward(self, states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """states (B, S, hidden), mask (B, S) -> (B, T, hidden). Padding is never read."""
+    @staticmethod
+    def pick(query, key, soft, read, mask) -> torch.Tensor:
+        """Each soft token's attention over the document's tokens, (B, T, S); zero for an empty text (the empty
+        question the LM loss reads the bank with)."""
+        scores = query(soft) @ key(read).transpose(1, 2) / soft.shape[-1] ** 0.5
+        return scores.masked_fill(mask[:, None, :] == 0, float("-inf")).softmax(-1).nan_to_num(0.0)
+
+    def forward(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """states: the hidden states entering each layer, then the last layer's output, each (B, S, hidden);
+        mask (B, S). Padding is never read."""
         batch, length = mask.shape
-        x = self.inp(states) + self.positions[:length]
-        x = torch.cat([x, self.soft_tokens.expand(batch, -1, -1)], dim=1)
+        tokens = self.inp(states[-1]) + self.positions[:length]
+        x = torch.cat([tokens, self.soft_tokens.expand(batch, -1, -1)], dim=1)
         ignore = torch.cat([mask == 0, mask.new_zeros(batch, self.soft_tokens.shape[0], dtype=torch.bool)], dim=1)
         x = self.encoder(x, src_key_padding_mask=ignore)
-        memory = self.out(self.norm(x[:, length:]))
-        return memory + self.mlp(memory)
+        x = self.norm(x)
+        soft, read = x[:, length:], x[:, :length]
+        weights = self.pick(self.pick_query, self.pick_key, soft, read, mask)  # (B, T, S)
+        key_weights = self.pick(self.key_query, self.key_key, soft, read, mask)
+        keys = self.out(soft + key_weights @ read)  # what each soft token picked, in the encoder's words
+        keys = keys + self.mlp(keys)
+        values = torch.stack([weights @ h for h in states[:-1]], dim=1)  # (B, L, T, hidden)
+        return torch.cat([keys[:, None], values], dim=1)
 
 
 class AggregatorBlock(nn.Module):
@@ -75,21 +104,32 @@ class AggregatorBlock(nn.Module):
 
 
 class Aggregator(nn.Module):
-    """The question's T vectors cross-attend over bank entries (B, n, T, hidden) -> (B, T, hidden)."""
+    """The question's T keys read bank entries (B, n, 1 + L, T, hidden) -> one entry of the same form (B, 1 + L,
+    T, hidden): blocks of cross-attention over the bank's keys refine the question's keys; then the refined
+    question weighs each entry by the cosine of their mean keys (a softmax at a learned temperature), and the
+    entries' per-layer vectors are mixed by those weights."""
 
     def __init__(self, hidden: int, heads: int, blocks: int, window: int):
         super().__init__()
         self.blocks = nn.ModuleList(AggregatorBlock(hidden, heads) for _ in range(blocks))
+        self.norm = nn.LayerNorm(hidden)
+        self.read_query, self.read_key = nn.Linear(hidden, hidden), nn.Linear(hidden, hidden)
+        self.log_scale = nn.Parameter(torch.tensor(2.3))  # softmax temperature 1 / e^2.3 = 0.1 at first
         self.window = window
         self.calls = 0  # aggregations run (a test counts the hierarchy's)
 
     def once(self, question: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
         self.calls += 1
-        bank = entries.flatten(1, 2)  # (B, n x T, hidden)
+        keys = entries[:, :, 0]  # (B, n, T, hidden)
         x = question
         for block in self.blocks:
-            x = block(x, bank)
-        return x
+            x = block(x, keys.flatten(1, 2))
+        x = self.norm(x)
+        q = F.normalize(self.read_query(x).mean(1), dim=-1)  # (B, hidden)
+        k = F.normalize(self.read_key(keys).mean(2), dim=-1)  # (B, n, hidden)
+        weights = (torch.einsum("bh,bnh->bn", q, k) * self.log_scale.exp()).softmax(-1)
+        values = torch.einsum("bn,bnltd->bltd", weights, entries[:, :, 1:])
+        return torch.cat([x[:, None], values], dim=1)
 
     def forward(self, question: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
         """Hierarchical over the bank: while it has more than `window` entries, each window of it is aggregated
@@ -116,11 +156,6 @@ class CMTMemory(nn.Module):
         self.question_encoder = None if p.self_matching else \
             Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length)
         self.aggregator = Aggregator(hidden, p.aggregator_heads, p.aggregator_blocks, p.window)
-        L = self.reader.num_layers
-        self.down = nn.Linear(hidden, p.prefix_rank, bias=False)
-        self.up = nn.Linear(p.prefix_rank, L * hidden)
-        nn.init.zeros_(self.up.weight)
-        nn.init.zeros_(self.up.bias)
 
     # ------------------------------------------------------------------------------ the parts
 
@@ -133,56 +168,56 @@ class CMTMemory(nn.Module):
     def device(self) -> torch.device:
         return self.reader.start.device
 
-    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """The frozen LLM's last hidden states of the text (no gradient: the LLM is frozen)."""
+    def hidden_states(self, ids: torch.Tensor, mask: torch.Tensor) -> list[torch.Tensor]:
+        """The frozen LLM's hidden states of the text entering each layer, then its last layer's (normed) output
+        (no gradient: the LLM is frozen)."""
         with torch.no_grad():
-            states = self.reader.decoder(input_ids=ids, attention_mask=mask).last_hidden_state
-        return states.float()
+            out = self.reader.decoder(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+        return [h.float() for h in out.hidden_states[: self.reader.num_layers]] + [out.last_hidden_state.float()]
 
     def compress(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Documents (B, S) -> their bank entries (B, T, hidden)."""
+        """Documents (B, S) -> their bank entries (B, 1 + layers, T, hidden)."""
         return self.compressor(self.hidden_states(ids, mask), mask)
 
     def encode_question(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Questions (B, S) -> (B, T, hidden): by the compressor (self-matching) or the question encoder (MAC)."""
+        """Questions (B, S) -> their keys (B, T, hidden): by the compressor (self-matching) or the question
+        encoder (MAC)."""
         encoder = self.compressor if self.question_encoder is None else self.question_encoder
-        return encoder(self.hidden_states(ids, mask), mask)
+        return encoder(self.hidden_states(ids, mask), mask)[:, 0]
 
     @staticmethod
-    def summary(vectors: torch.Tensor) -> torch.Tensor:
-        """A unit vector per entry (its mean memory vector): what self-matching and top-k compare."""
-        return F.normalize(vectors.mean(dim=-2), dim=-1)
+    def summary(keys: torch.Tensor) -> torch.Tensor:
+        """A unit vector per entry (its mean key): what self-matching and top-k compare."""
+        return F.normalize(keys.mean(dim=-2), dim=-1)
 
-    def match_scores(self, question: torch.Tensor, entries: torch.Tensor) -> torch.Tensor:
-        """Cosine between each question (B, T, h) and each bank entry (n, T, h) or (B, n, T, h): (B, n)."""
+    def match_scores(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
+        """Cosine between each question's keys (B, T, h) and each bank entry, (n, 1 + L, T, h) or
+        (B, n, 1 + L, T, h): (B, n)."""
         q = self.summary(question)
-        e = self.summary(entries)
+        e = self.summary(bank[..., 0, :, :])
         return q @ e.T if e.dim() == 2 else torch.einsum("bh,bnh->bn", q, e)
 
     def select(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-        """The entries each question reads, (B, n', T, h): the k best-matching in bank order (top-k aggregation),
-        or the whole bank."""
-        entries = bank.expand(question.shape[0], -1, -1, -1) if bank.dim() == 3 else bank
+        """The entries each question reads, (B, n', 1 + L, T, h): the k best-matching in bank order (top-k
+        aggregation), or the whole bank."""
+        entries = bank.expand(question.shape[0], *bank.shape) if bank.dim() == 4 else bank
         if not self.top_k_aggregation or entries.shape[1] <= self.top_k:
             return entries
         best = self.match_scores(question, bank).topk(self.top_k, dim=-1).indices.sort(dim=-1).values
-        return entries.gather(1, best[:, :, None, None].expand(-1, -1, *entries.shape[2:]))
+        return entries.gather(1, best[:, :, None, None, None].expand(-1, -1, *entries.shape[2:]))
 
-    def to_layers(self, vectors: torch.Tensor) -> torch.Tensor:
-        """(B, T, hidden) -> a memory per layer, (layers, B, T, hidden), read by the frozen LLM."""
-        B, T, h = vectors.shape
-        per_layer = self.up(self.down(vectors)).view(B, T, self.reader.num_layers, h).permute(2, 0, 1, 3)
-        return vectors[None] + per_layer
+    @staticmethod
+    def to_layers(entry: torch.Tensor) -> torch.Tensor:
+        """An entry (B, 1 + L, T, hidden) -> the memory per layer the frozen LLM reads, (layers, B, T, hidden)."""
+        return entry[:, 1:].transpose(0, 1)
 
     def memory_for(self, question: torch.Tensor, bank: torch.Tensor | None) -> torch.Tensor | None:
-        """The prefix memory for encoded questions (B, T, h) reading `bank` (n, T, h); None for an empty bank."""
-        if bank is None or bank.shape[-3] == 0:
+        """The prefix memory for encoded questions (B, T, h) reading `bank` (n, 1 + L, T, h); None for an empty
+        bank."""
+        if bank is None or bank.shape[0] == 0:
             return None
         return self.to_layers(self.aggregator(question, self.select(question, bank)))
 
     def read(self, memory, input_ids, attention_mask, labels=None):
         return self.reader.read(memory, input_ids, attention_mask, labels=labels)
 
-
-def frozen_llm_parameters(memory: CMTMemory) -> list[nn.Parameter]:
-    return list(causal_lm(memory.reader.model).parameters())

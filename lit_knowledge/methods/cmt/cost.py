@@ -1,0 +1,78 @@
+"""CMT's cost as its bank grows: `python -m lit_knowledge.bench cmt [--sizes 16 64 256 1000]`.
+
+The meta-trained parts (configs/cmt/cmt.yaml unless `--config` says otherwise) compress documents of fresh
+people into a bank, one at a time. At each bank size it records the bank's bytes per document, the mean
+seconds to compress one document since the last size, the seconds to answer `questions` questions (encoding,
+aggregation over the bank, greedy answers), and F1 on the first `first_docs` documents' held-out questions
+(retention as the bank grows) and on the newest `first_docs` documents'.
+
+What the method promises: bytes per document constant, time to write a document flat; the time to answer grows
+with the bank only through the aggregation (linear in the entries without top-k, and the top-k scoring is
+one matrix product).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import torch
+
+from lit_knowledge.data.prompts import qa_prompt
+from lit_knowledge.data.world import World
+from lit_knowledge.evaluation.metrics import qa_scores
+from lit_knowledge.methods.cmt.training import encode_texts, load_cmt_memory
+from lit_knowledge.models.prefix import greedy_answers
+
+
+@torch.no_grad()
+def bank_cost(cfg, sizes=(16, 64, 256, 1000), first_docs: int = 8, seed: int = 12345) -> dict:
+    memory, tokenizer = load_cmt_memory(cfg)
+    memory.eval()
+    world = World(cfg.data.world)
+    rng = random.Random(seed)
+    people, bank, seconds = [], None, 0.0
+    rows, written = [], 0
+
+    def encode(texts):
+        return encode_texts(tokenizer, texts, cfg.data.max_length, memory.device)
+
+    def asked(group) -> tuple[float, float, int]:
+        """(F1 on the group's held-out questions read from the bank, seconds to answer them, questions)."""
+        qa = [(q, a) for person in group for _, q, a in world.questions(person, "probe", people)]
+        start = time.perf_counter()
+        enc = encode([q for q, _ in qa])
+        prefix = memory.memory_for(memory.encode_question(enc["input_ids"], enc["attention_mask"]), bank)
+        answers = greedy_answers(memory.reader, prefix, tokenizer, [qa_prompt(q) for q, _ in qa],
+                                 cfg.eval.max_new_tokens, len(qa))
+        took = time.perf_counter() - start
+        return qa_scores(answers, [[a] for _, a in qa])["f1"], took, len(qa)
+
+    for size in sorted(sizes):
+        since = written
+        while written < size:
+            person = world.fresh_person(rng)
+            doc = encode([world.document(person, rng)])
+            start = time.perf_counter()
+            entry = memory.compress(doc["input_ids"], doc["attention_mask"])
+            bank = entry if bank is None else torch.cat([bank, entry])
+            seconds += time.perf_counter() - start
+            people.append(person)
+            written += 1
+        first_f1, _, _ = asked(people[:first_docs])
+        newest_f1, answer_s, questions = asked(people[-first_docs:])
+        rows.append({"bank": written, "bytes_per_document": bank.numel() * bank.element_size() / written,
+                     "write_s_per_document": seconds / max(1, written - since), "answer_s_per_question":
+                     answer_s / questions, "first_docs_f1": first_f1, "newest_docs_f1": newest_f1})
+        seconds = 0.0
+    return {"config": {k: cfg.method[k] for k in ("memory_tokens", "top_k_aggregation", "top_k", "window",
+                                                  "self_matching", "memory_aware")}, "rows": rows}
+
+
+def format_cost(res: dict) -> str:
+    lines = ["| bank | bytes per document | write s per document | answer s per question | F1 first docs | "
+             "F1 newest docs |", "|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['bank']} | {r['bytes_per_document']:,.0f} | {r['write_s_per_document']:.4f} | "
+                     f"{r['answer_s_per_question']:.4f} | {r['first_docs_f1']:.3f} | {r['newest_docs_f1']:.3f} |")
+    return "\n".join(lines)

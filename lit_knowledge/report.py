@@ -9,6 +9,9 @@ writes into the experiment directory (or --out):
                      retention_f1 (QA streams) or reliability (edit streams) against the step
     retention_by_age.png   when runs report F1 by a document's age (MemoryLLM): measured beside theory,
                      and comparison.md gains the table of fitted and theoretical decay rates
+    bank_sizes.png   when run names give bank sizes (`<arm>[-seedK]-bank<N>`, CMT's group): F1 against the
+                     bank's size per arm and the first step's probes as the stream grows; comparison.md gains
+                     their tables (mean ± 95 % interval over seeds)
     transfer_arms.png   when runs are lora_transfer arms: each init's F1 against fine-tuning steps, mean and
                      95 % interval over its seeds, and comparison.md gains the tables (per arm, and each arm
                      minus standard init, paired by seed)
@@ -270,6 +273,81 @@ def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standar
     return "\n## Transfer arms\n" + "\n".join(out) + "\n"
 
 
+def bank_sizes_section(rows: list[dict], path: Path) -> str:
+    """For groups whose runs name a bank (stream) size, `<arm>[-seedK]-bank<N>` (configs/experiments/
+    cmt_bank.yaml): per arm and size, final F1 and EM over every document's probes (mean ± 95 % interval over the
+    arm's seeds), and the first step's probes as the stream grows at the largest size; a plot of both. "" when
+    fewer than two sizes are named."""
+    import re
+
+    pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-bank(?P<bank>\d+)$")
+    runs = [(m, r) for r in rows if (m := pattern.match(str(r.get("run", "")))) and r.get("metrics")]
+    banks = sorted({int(m["bank"]) for m, _ in runs})
+    if len(banks) < 2:
+        return ""
+    from matplotlib.figure import Figure
+
+    arms: dict[str, dict[int, list[dict]]] = {}
+    for m, r in runs:
+        arms.setdefault(m["arm"], {}).setdefault(int(m["bank"]), []).append(r)
+
+    def cell(values: list) -> str:
+        values = [v for v in values if v is not None]
+        if not values:
+            return "–"
+        mean, half = mean_ci(values)
+        return f"{mean:.3f}" + (f" ± {half:.3f}" if len(values) > 1 else "")
+
+    out = ["\n## By bank size: every document's probes with the whole bank written (mean ± 95 % interval over "
+           "seeds)\n", "| arm | seeds | " + " | ".join(f"F1 bank {b} | EM bank {b}" for b in banks) + " |",
+           "|---|---|" + "---|---|" * len(banks)]
+    fig = Figure(figsize=(11, 4), dpi=100)
+    left, right = fig.subplots(1, 2)
+    largest = banks[-1]
+    for i, (arm, by_bank) in enumerate(sorted(arms.items())):
+        seeds = max(len(v) for v in by_bank.values())
+        cells = []
+        xs, means, halves = [], [], []
+        for b in banks:
+            group = by_bank.get(b, [])
+            f1 = [r["metrics"].get("final_f1_all_steps") for r in group]
+            cells += [cell(f1), cell([r["metrics"].get("final_em_all_steps") for r in group])]
+            f1 = [v for v in f1 if v is not None]
+            if f1:
+                m, h = mean_ci(f1)
+                xs.append(b), means.append(m), halves.append(h)
+        out.append(f"| {arm} | {seeds} | " + " | ".join(cells) + " |")
+        left.errorbar(xs, means, yerr=halves, marker="o", markersize=3, capsize=2, color=f"C{i % 10}", label=arm)
+        curves = [[row[0] for row in r.get("retention_matrix") or []] for r in by_bank.get(largest, [])]
+        if curves and curves[0]:
+            steps = len(curves[0])
+            first = [sum(c[k] for c in curves) / len(curves) for k in range(steps)]
+            right.plot(range(1, steps + 1), first, marker="o", markersize=3, color=f"C{i % 10}", label=arm)
+    retention = ["\n## The first step's probes as the bank grows (largest bank, mean over seeds)\n"]
+    first_rows = {arm: by_bank.get(largest, []) for arm, by_bank in sorted(arms.items())}
+    width = max((len(r.get("retention_matrix") or []) for rs in first_rows.values() for r in rs), default=0)
+    retention += ["| arm | " + " | ".join(f"after step {k + 1}" for k in range(width)) + " |",
+                  "|---|" + "---|" * width]
+    for arm, rs in first_rows.items():
+        matrices = [r.get("retention_matrix") or [] for r in rs]
+        cells = [cell([m[k][0] for m in matrices if len(m) > k]) for k in range(width)]
+        retention.append(f"| {arm} | " + " | ".join(cells) + " |")
+    left.set_xscale("log")
+    left.set_xticks(banks, [str(b) for b in banks])
+    left.set_xlabel("documents in the bank (stream)")
+    left.set_ylabel("F1, every document's probes")
+    right.set_xlabel(f"stream step (bank {largest})")
+    right.set_ylabel("F1 on the first step's probes")
+    for ax in (left, right):
+        ax.grid(alpha=0.3)
+    right.legend(fontsize="x-small")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+    return "\n".join(out) + "\n" + "\n".join(retention) + "\n"
+
+
 def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
     exp_dir = Path(exp_dir)
@@ -280,6 +358,7 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     columns = metric_columns(rows)
     table = results_table(rows, columns) + retention_by_age_section(rows, out_dir / "retention_by_age.png")
     table += transfer_arms_section(rows, out_dir / "transfer_arms.png")
+    table += bank_sizes_section(rows, out_dir / "bank_sizes.png")
     (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
     (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
     plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)

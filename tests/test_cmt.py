@@ -276,3 +276,29 @@ def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_
     assert rows[0]["bytes_per_document"] == rows[1]["bytes_per_document"] == 4 * 12 * 128 * 4  # (keys + 3 layers) x T x hidden x 4 bytes
     assert all(r["write_s_per_document"] > 0 and r["answer_s_per_question"] > 0 for r in rows)
     assert "| 9 |" in capsys.readouterr().out
+
+
+def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path):
+    import json
+
+    from lit_knowledge.report import bank_sizes_section, build_report, mean_ci
+
+    def results(run, f1, first):
+        return {"run": run, "method": run.split("-")[0], "kind": "qa", "curves": {},
+                "metrics": {"final_f1_all_steps": f1, "final_em_all_steps": f1 / 2},
+                "retention_matrix": [[v] + [None] for v in first]}
+
+    rows = [results("cmt-seed0-bank16", 0.6, [0.7, 0.6]), results("cmt-seed1-bank16", 0.8, [0.9, 0.8]),
+            results("cmt-seed0-bank64", 0.5, [0.7, 0.5]), results("cmt-seed1-bank64", 0.7, [0.9, 0.7]),
+            results("base-bank16", 0.1, [0.1, 0.1]), results("base-bank64", 0.1, [0.1, 0.1])]
+    for r in rows:
+        (tmp_path / "exp" / r["run"]).mkdir(parents=True)
+        (tmp_path / "exp" / r["run"] / "results.json").write_text(json.dumps(r))
+    build_report(tmp_path / "exp")
+    text = (tmp_path / "exp" / "comparison.md").read_text()
+    m, h = mean_ci([0.6, 0.8])
+    assert f"| cmt | 2 | {m:.3f} ± {h:.3f} | {m / 2:.3f} ± {h / 2:.3f} |" in text
+    assert "| base | 1 | 0.100 | 0.050 | 0.100 | 0.050 |" in text
+    assert "| cmt | 0.800 ± " in text  # the first step's probes after step 1 at the largest bank, over seeds
+    assert (tmp_path / "exp" / "bank_sizes.png").stat().st_size > 0
+    assert bank_sizes_section(rows[:2], tmp_path / "one.png") == ""  # one size: no section

@@ -212,7 +212,10 @@ def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank
     n = len(method.stream.steps[0].documents)
     T, h, L = method.params.memory_tokens, method.memory.reader.hidden, method.memory.reader.num_layers
     assert method.bank.shape == (n, 1 + L, T, h) and not method.bank.requires_grad
-    assert method.extra_storage_bytes() == n * (1 + L) * T * h * 4
+    assert method.bank_bytes() == n * (1 + L) * T * h * 4
+    parts = method.extra_storage_bytes() - method.bank_bytes()
+    assert parts == 4 * sum(p.numel() for name, p in method.memory.named_parameters() if not name.startswith(
+        ("reader.model.", "reader.decoder.", "reader.layers.")))
     first = method.bank.clone()
     with torch.no_grad():
         alone = method.memory.compress(*right_padded([method.training_examples(method.stream.steps[0])[1]["input_ids"]]))
@@ -302,3 +305,12 @@ def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path
     assert "| cmt | 0.800 ± " in text  # the first step's probes after step 1 at the largest bank, over seeds
     assert (tmp_path / "exp" / "bank_sizes.png").stat().st_size > 0
     assert bank_sizes_section(rows[:2], tmp_path / "one.png") == ""  # one size: no section
+
+
+def test_the_meta_training_seed_makes_another_build_over_the_same_reader():
+    from lit_knowledge.methods.cmt.training import cmt_build
+    from lit_knowledge.methods.pretrain import reader_key
+
+    default, zero, one = (load_config([str(CMT_YAML)], o) for o in ([], ["method.seed=0"], ["method.seed=1"]))
+    assert cmt_build(default).key == cmt_build(zero).key != cmt_build(one).key
+    assert reader_key(default) == reader_key(one)  # run.seed would change the reader too

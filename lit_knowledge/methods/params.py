@@ -333,6 +333,9 @@ class CMTParams(MethodParams):
     match_loss_weight: float = doc(3.0, "Weight of self-matching's contrastive loss (at 0.5 the bank's keys stayed "
                                         "alike and matching never started in a 500-step check).", minimum=0)
     match_temperature: float = doc(0.1, "Temperature of that loss.", above=0)
+    seed: Optional[int] = doc(None, "Meta-training's seed: the parts' initialisation and the fresh people each step "
+                                    "draws (null: run.seed). A group varies it, not run.seed, which would also "
+                                    "pretrain another reader.", minimum=0)
     train_steps: int = doc(3000, "Meta-training steps on fresh people (never the stream's); 0: untrained parts.",
                            minimum=0)
     train_lr: float = doc(1e-3, "Peak learning rate of meta-training (AdamW, warm-up then cosine).", above=0)

@@ -111,6 +111,11 @@ class CMT(KnowledgeMethod):
         bank = (state or {}).get("bank")
         self.bank = None if bank is None else bank.to(self.memory.device)
 
-    def extra_storage_bytes(self) -> int:
-        """The bank: T x hidden numbers per document written so far."""
+    def bank_bytes(self) -> int:
+        """The bank: (1 + layers) x T x hidden numbers per document written so far."""
         return 0 if self.bank is None else self.bank.numel() * self.bank.element_size()
+
+    def extra_storage_bytes(self) -> int:
+        """The bank and CMT's trained parts (compressor, question encoder, aggregator, start vectors)."""
+        parts = sum(t.numel() * t.element_size() for t in self.memory.trained_state().values())
+        return self.bank_bytes() + parts

@@ -46,13 +46,18 @@ RECORD = "cmt.json"
 PARTS = "cmt_parts.pt"
 
 
+def meta_seed(cfg) -> int:
+    """The seed of meta-training: `method.seed`, or run.seed when it is null."""
+    return cfg.run.seed if cfg.method.seed is None else cfg.method.seed
+
+
 def cmt_recipe(cfg) -> dict:
-    method = {k: v for k, v in to_dict(cfg.method).items() if k != "name"}
+    method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
     return {"version": TRAINING_VERSION, "model": base_model_recipe(cfg), "method": method, "world": background,
-            "max_length": cfg.data.max_length, "seed": cfg.run.seed}
+            "max_length": cfg.data.max_length, "seed": meta_seed(cfg)}
 
 
 def cmt_build(cfg) -> CachedBuild:
@@ -60,9 +65,9 @@ def cmt_build(cfg) -> CachedBuild:
 
 
 def new_cmt_memory(cfg, model) -> CMTMemory:
-    """CMT's parts, untrained, over `model` (seeded by run.seed), with start vectors from the BOS token."""
+    """CMT's parts, untrained, over `model` (seeded by the meta-training seed)."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.run.seed)
+        torch.manual_seed(meta_seed(cfg))
         memory = CMTMemory(model, cfg.method, cfg.data.max_length)
     return memory
 
@@ -89,7 +94,7 @@ def load_cmt_memory(cfg, model=None, tokenizer=None) -> tuple[CMTMemory, object]
 def train_cmt(cfg) -> Path:
     """Meta-train CMT's parts into the cache (resumable after a preemption notice); its directory."""
     return cmt_build(cfg).train(lambda: CMTTraining(cfg), cfg.method.train_steps, cfg.trainer,
-                                "meta-training CMT's compressor and aggregator", cfg.run.seed)
+                                "meta-training CMT's compressor and aggregator", meta_seed(cfg))
 
 
 @dataclass
@@ -130,7 +135,7 @@ class CMTTraining(L.LightningModule):
 
     def draw(self, step: int) -> Draw:
         p = self.params
-        rng = random.Random(self.cfg.run.seed * 1_000_003 + step)
+        rng = random.Random(meta_seed(self.cfg) * 1_000_003 + step)
         people = [self.world.fresh_person(rng) for _ in range(p.train_bank_size)]
         out = Draw([self.world.document(person, rng) for person in people],
                    max(1, round(p.grad_share * p.train_bank_size)))
@@ -200,7 +205,7 @@ class CMTTraining(L.LightningModule):
         `asked` are asked about, beside the frozen LLM with no memory, and how often the gold entry matched best."""
         was_training = self.memory.training
         self.memory.eval()
-        rng = random.Random(self.cfg.run.seed + 7_777_777)
+        rng = random.Random(meta_seed(self.cfg) + 7_777_777)
         answers, golds, empty, first = [], [], [], []
         for _ in range(rounds):
             people = [self.world.fresh_person(rng) for _ in range(bank)]

@@ -311,8 +311,8 @@ class CMTParams(MethodParams):
     """CMT (on MAC): documents compressed into a bank read by the frozen LLM; the compressor and aggregator are
     meta-trained once (a cached build). MAC is CMT with self_matching, memory_aware and top_k_aggregation off."""
 
-    memory_tokens: int = doc(12, "T: memory vectors per document (and per question); a document's bank entry has "
-                                 "T x hidden numbers whatever its length.", minimum=1)
+    memory_tokens: int = doc(12, "T: memory tokens per document (and per question); a document's bank entry holds T "
+                                 "keys and T vectors per layer, the same bytes whatever its length.", minimum=1)
     compressor_width: Optional[int] = doc(None, "Width of the compressor's encoder (null: the LLM's hidden size).",
                                           minimum=1)
     compressor_layers: int = doc(2, "Encoder layers of the compressor.", minimum=1)

@@ -1,7 +1,7 @@
 """`cmt`: a knowledge stream compressed into CMT's memory bank, probes answered by the frozen LLM reading it.
 
 Each stream step's documents are compressed, without gradient and in the stream's order, and appended to the
-bank: one entry of T vectors per document. A probe's question is encoded, the aggregator reads the bank (its
+bank: one entry per document (its T keys and T vectors per layer). A probe's question is encoded, the aggregator reads the bank (its
 top-k entries with top-k aggregation; window by window when it is long), and the frozen LLM answers with the
 result as a key/value prefix at every layer. No weight changes during the stream. The bank is saved in every
 checkpoint and restored exactly; the trained parts are weights of the module (in every checkpoint too).

@@ -45,6 +45,13 @@ MAIN_METRICS = scores()
 LINE_CURVES = headline_curves() + plotted_curves()
 
 
+def save_figure(fig, path: Path) -> None:
+    """Write a matplotlib figure as PNG at `path` atomically (a reader never sees half a file)."""
+    tmp = path.with_name(path.name + ".tmp")
+    fig.savefig(tmp, format="png")
+    os.replace(tmp, path)
+
+
 def collect_results(exp_dir: Path) -> list[dict]:
     """Every results.json below `exp_dir`, sorted by path; each dict gains "path" (relative run directory).
 
@@ -140,9 +147,7 @@ def plot_comparison(rows: list[dict], path: Path, title: str = "") -> None:
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def retention_by_age_section(rows: list[dict], path: Path) -> str:
@@ -171,9 +176,7 @@ def retention_by_age_section(rows: list[dict], path: Path) -> str:
     ax.grid(alpha=0.3)
     ax.legend(fontsize="x-small")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return "\n## Retention by age\n\n" + "\n".join(lines) + "\n"
 
 
@@ -267,9 +270,7 @@ def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standar
     axes[0].set_ylabel("F1")
     axes[-1].legend(fontsize="x-small")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return "\n## Transfer arms\n" + "\n".join(out) + "\n"
 
 
@@ -342,9 +343,7 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
         ax.grid(alpha=0.3)
     right.legend(fontsize="x-small")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp")
-    fig.savefig(tmp, format="png")
-    os.replace(tmp, path)
+    save_figure(fig, path)
     return "\n".join(out) + "\n" + "\n".join(retention) + "\n"
 
 

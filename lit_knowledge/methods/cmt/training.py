@@ -37,7 +37,7 @@ from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.cmt.memory import CMTMemory
 from lit_knowledge.methods.components import base_model_recipe, load_model
-from lit_knowledge.methods.schedules import warmup_cosine
+from lit_knowledge.methods.schedules import adamw_warmup_cosine
 from lit_knowledge.models.prefix import greedy_answers
 
 # Bumped whenever a change here trains other parts from the same settings: the cache key changes with it.
@@ -189,11 +189,7 @@ class CMTTraining(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        trainable = [q for q in self.memory.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(trainable, lr=self.params.train_lr, weight_decay=0.0)
-        total = self.params.train_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(max(1, total // 20), total, floor=0.1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.memory, self.params.train_lr, self.params.train_steps)
 
     def on_train_end(self):
         if self.trainer.global_step >= self.params.train_steps:

@@ -39,7 +39,7 @@ from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.components import base_model_recipe, load_model
 from lit_knowledge.methods.memoryllm.memory import MemoryModel
-from lit_knowledge.methods.schedules import warmup_cosine
+from lit_knowledge.methods.schedules import adamw_warmup_cosine
 from lit_knowledge.models.lora import add_lora
 from lit_knowledge.models.prefix import greedy_answers, left_padded
 
@@ -215,11 +215,7 @@ class MemoryTraining(L.LightningModule):
         return loss
 
     def configure_optimizers(self):
-        trainable = [q for q in self.memory.parameters() if q.requires_grad]
-        opt = torch.optim.AdamW(trainable, lr=self.params.train_lr, weight_decay=0.0)
-        total = self.params.train_steps
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(max(1, total // 20), total, floor=0.1))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return adamw_warmup_cosine(self.memory, self.params.train_lr, self.params.train_steps)
 
     # ------------------------------------------------------------------------------ state and result
 

@@ -112,6 +112,14 @@ def _run_cli(args, cwd: Path | str = REPO, cache: Path | str | None = None, time
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def write_step(method, k: int) -> None:
+    """Feed stream step k's documents to a stream method in one batch, as the trainer's walk would."""
+    from lit_knowledge.data.prompts import collate
+
+    rows = method.training_examples(method.stream.steps[k])
+    method.training_step(collate([rows[i] for i in range(len(rows))], method.tokenizer.pad_token_id), 0)
+
+
 @pytest.fixture
 def run_cli():
     """`run_cli(args, cwd=REPO, cache=None) -> (returncode, stdout, stderr)`."""

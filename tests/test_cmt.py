@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, DEBUG_YAML
+from conftest import CONFIGS, DEBUG_YAML, write_step
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lit_knowledge.config import load_config
@@ -196,13 +196,6 @@ def debug_method(tmp_path, *overrides):
     cfg = load_config([str(CMT_YAML), str(DEBUG_YAML)], [f"run.root={tmp_path}", "method.train_steps=0", *overrides])
     return CMT(cfg)
 
-
-def write_step(method, k):
-    from lit_knowledge.data.prompts import collate
-
-    rows = method.training_examples(method.stream.steps[k])
-    batch = collate([rows[i] for i in range(len(rows))], method.tokenizer.pad_token_id)
-    method.training_step(batch, 0)
 
 
 def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank_is_exact(tmp_path, tmp_cache):

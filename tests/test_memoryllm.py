@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, DEBUG_YAML
+from conftest import CONFIGS, DEBUG_YAML, write_step
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
 from lit_knowledge.config import load_config
@@ -182,13 +182,6 @@ def debug_method(tmp_path, *overrides):
                        "method.write_size=8", *overrides])
     return MemoryLLM(cfg)
 
-
-def write_step(method, k):
-    from lit_knowledge.data.prompts import collate
-
-    rows = method.training_examples(method.stream.steps[k])
-    batch = collate([rows[i] for i in range(len(rows))], method.tokenizer.pad_token_id)
-    method.training_step(batch, 0)
 
 
 def test_documents_are_written_in_order_and_the_pool_keeps_its_size(tmp_path, tmp_cache):

@@ -41,6 +41,15 @@ class CMT(KnowledgeMethod):
         self.memory.requires_grad_(False)
         self.memory.eval()
         self.bank: torch.Tensor | None = None  # (documents, T, hidden); None before the first document
+        # The trained parts never change during the stream: their bytes are counted once.
+        self.parts_bytes = sum(t.numel() * t.element_size() for t in self.memory.trained_state().values())
+
+    def train(self, mode: bool = True):
+        """The memory stays in eval mode whatever Lightning asks: it is frozen, and compressing and reading are
+        deterministic."""
+        super().train(mode)
+        self.memory.eval()
+        return self
 
     # ------------------------------------------------------------------------------ writing the bank
 
@@ -56,12 +65,8 @@ class CMT(KnowledgeMethod):
 
     def training_step(self, batch, batch_idx):
         if "input_ids" in batch:
-            self.memory.eval()  # the walk's trainer put it in train mode: compression is deterministic
             self.add_documents(batch["input_ids"], batch["attention_mask"])
         return None
-
-    def on_train_start(self):
-        self.memory.eval()
 
     # ------------------------------------------------------------------------------ the contract
 
@@ -74,7 +79,6 @@ class CMT(KnowledgeMethod):
         return self.memory.memory_for(self.memory.encode_question(enc["input_ids"], enc["attention_mask"]), self.bank)
 
     def answer(self, probes) -> list[str]:
-        self.memory.eval()
         size, out = self.cfg.eval.batch_size, []
         for i in range(0, len(probes), size):
             chunk = probes[i : i + size]
@@ -96,7 +100,6 @@ class CMT(KnowledgeMethod):
                                       self.bank)
 
     def scoring_model(self):
-        self.memory.eval()
         return PrefixScorer(self.memory.reader, self.question_free_memory())
 
     # ------------------------------------------------------------------------------ state
@@ -117,5 +120,4 @@ class CMT(KnowledgeMethod):
 
     def extra_storage_bytes(self) -> int:
         """The bank and CMT's trained parts (compressor, question encoder, aggregator, start vectors)."""
-        parts = sum(t.numel() * t.element_size() for t in self.memory.trained_state().values())
-        return self.bank_bytes() + parts
+        return self.bank_bytes() + self.parts_bytes

@@ -226,6 +226,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
 
     from lit_knowledge.console import quiet_libraries
     from lit_knowledge.evaluation.results import log_results_to_logger, write_results
+    from lit_knowledge.peak_memory import PeakMemory
     from lit_knowledge.requeue import RequeueOnSignal
     from lit_knowledge.run import RunDir, checkpoint_step, resume_summary
     from lit_knowledge.slurm import check_allocation
@@ -239,7 +240,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     run = RunDir(cfg)
     run.check(resume)
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
-    started = time.perf_counter()
+    started, peak = time.perf_counter(), PeakMemory()
     preemption.phase = "the build of the data and the model"
     module, datamodule = build(cfg)
     check_optimizer(module)
@@ -269,6 +270,9 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
         results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,
                         "config": to_dict(cfg)})
         results["metrics"].setdefault("wall_time_s", time.perf_counter() - started)
+        # This process since the run (or its resumed part) began: the build, the stream and the evaluation.
+        results["metrics"]["peak_memory_bytes"] = peak.bytes()
+        results["peak_memory_scope"] = peak.scope
         if trainer.is_global_zero:
             write_results(run.path, results)
             log_results_to_logger(logger or None, results, run.path)

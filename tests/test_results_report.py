@@ -281,3 +281,21 @@ def test_report_read_only_out_is_one_line(tmp_path, capsys):
         assert err.startswith("error: ") and err.count("\n") == 1 and "not writable" in err
     finally:
         out.chmod(0o700)
+
+
+def test_the_peak_memory_of_a_run_is_its_own_not_the_process_peak_of_an_earlier_run():
+    import torch
+
+    from lit_knowledge.peak_memory import PeakMemory
+
+    earlier = torch.ones(100_000_000)  # 400 MB held by an earlier run in the same process (a sweep)
+    del earlier
+    peak = PeakMemory()
+    if peak.scope != "cpu_rss_run":
+        pytest.skip(f"this system does not let a process reset its peak resident size ({peak.scope})")
+    before = peak.bytes()
+    held = torch.ones(25_000_000)  # 100 MB held by this run
+    after = peak.bytes()
+    del held
+    assert after - before >= 90e6  # this run's 100 MB counts
+    assert after < before + 300e6  # the earlier 400 MB does not

@@ -9,13 +9,14 @@ The results dict, the one shape every method and entry point hands over:
       "kind": "qa" | "edit" | "pretrain",
       "metrics": {name: number or None},
           # QA streams:   efficacy_em, efficacy_f1, retention_f1, locality_f1, lm_loss,
-          #               wall_time_s, update_time_per_step_s, extra_storage_bytes, ...
+          #               wall_time_s, update_time_per_step_s, extra_storage_bytes, peak_memory_bytes, ...
           # edit streams: reliability, generalization, locality, portability, lm_loss, ...
       "curves": {name: [value after step 1, after step 2, ...]},   # optional; None allowed
           # an optional "step" entry gives the x values (e.g. number of edits so far);
           # without it the x value of entry i is i + 1
       "retention_matrix": [[...], ...],  # optional; row i = after step i, column j = F1 on probes of step j
       "config": {...},                   # optional; the resolved config
+      "peak_memory_scope": "cpu_rss_run" | "cpu_rss_process" | "cuda_allocated",  # what peak_memory_bytes is
     }
 
 `write_results(run_dir, results)` writes, each atomically (temporary file, then os.replace):

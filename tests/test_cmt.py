@@ -197,7 +197,6 @@ def debug_method(tmp_path, *overrides):
     return CMT(cfg)
 
 
-
 def test_documents_enter_the_bank_in_order_at_a_constant_cost_and_a_resumed_bank_is_exact(tmp_path, tmp_cache):
     method = debug_method(tmp_path)
     assert method.keeps_document_order and not method.shards_batches

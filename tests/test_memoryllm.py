@@ -183,7 +183,6 @@ def debug_method(tmp_path, *overrides):
     return MemoryLLM(cfg)
 
 
-
 def test_documents_are_written_in_order_and_the_pool_keeps_its_size(tmp_path, tmp_cache):
     method = debug_method(tmp_path)
     assert method.keeps_document_order

@@ -183,6 +183,9 @@ class PretrainConfig:
                                         "world's order (all organisations always). Below 1 it is a student that does "
                                         "not know the rest, which a larger teacher knows (method lora_transfer).",
                                   above=0, maximum=1)
+    seed: Optional[int] = doc(None, "Seed of the reader's initial weights and pretraining draws (null: run.seed). Set it "
+                                    "to vary a method's seed (run.seed) over one reader, as the bench's seeds do.",
+                              minimum=0)
 
 
 @dataclass

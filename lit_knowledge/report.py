@@ -12,6 +12,9 @@ writes into the experiment directory (or --out):
     bank_sizes.png   when run names give bank sizes (`<arm>[-seedK]-bank<N>`, CMT's group): F1 against the
                      bank's size per arm and the first step's probes as the stream grows; comparison.md gains
                      their tables (mean ± 95 % interval over seeds)
+    seeds.png        when runs repeat arms over seeds (`<arm>-seedK`, a group's `seeds:`): every arm's
+                     headline curve averaged over its seeds; comparison.md gains one row per arm with each
+                     metric's mean ± 95 % interval over seeds (quality, cost, budget)
     transfer_arms.png   when runs are lora_transfer arms: each init's F1 against fine-tuning steps, mean and
                      95 % interval over its seeds, and comparison.md gains the tables (per arm, and each arm
                      minus standard init, paired by seed)
@@ -347,6 +350,73 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     return "\n".join(out) + "\n" + "\n".join(retention) + "\n"
 
 
+# The bench's columns (a run shows those it has): quality, then cost, then the budget it got.
+SEED_COLUMNS = (
+    ("efficacy_f1", "efficacy", "{:.3f}"), ("retention_f1", "retention", "{:.3f}"), ("locality_f1", "locality", "{:.3f}"),
+    ("reliability", "reliability", "{:.3f}"), ("generalization", "generalization", "{:.3f}"),
+    ("portability", "portability", "{:.3f}"), ("mean_gain", "mean gain", "{:.3f}"),
+    ("heldout_f1", "held-out (transfer)", "{:.3f}"), ("fitted_f1", "fitted (transfer)", "{:.3f}"),
+    ("lm_loss", "LM loss", "{:.2f}"), ("update_time_per_step_s", "update s / step", "{:.2f}"),
+    ("extra_storage_bytes", "extra storage KiB", "{:.0f}"), ("peak_memory_bytes", "peak memory MiB", "{:.0f}"),
+    ("optimizer_steps", "optimiser steps", "{:.0f}"), ("train_tokens", "trained tokens", "{:.0f}"),
+    ("wall_time_s", "wall s", "{:.0f}"),
+)
+SCALE = {"extra_storage_bytes": 1 / 1024, "peak_memory_bytes": 1 / 2 ** 20}
+
+
+def seeds_section(rows: list[dict], path: Path) -> str:
+    """For groups whose runs repeat an arm over seeds (`<arm>-seed<K>`, a group's `seeds:`; bank groups excepted):
+    one row per arm, every metric it has as mean ± 95 % interval over its seeds, and one figure of every arm's
+    headline curve (retention F1 for streams, reliability for edits) averaged over its seeds. "" when no arm has
+    two seeds, or every run is a lora_transfer arm (which has its own section)."""
+    import re
+
+    pattern = re.compile(r"^(?P<arm>.+)-seed(?P<seed>\d+)$")
+    arms: dict[str, list[dict]] = {}
+    for r in rows:
+        m = pattern.match(str(r.get("run", "")))
+        if m and r.get("metrics") and "-bank" not in m["arm"]:
+            arms.setdefault(m["arm"], []).append(r)
+    if not any(len(v) > 1 for v in arms.values()) or all(r.get("kind") == "transfer" for v in arms.values() for r in v):
+        return ""
+    from matplotlib.figure import Figure
+
+    columns = [c for c in SEED_COLUMNS if any(c[0] in r["metrics"] for v in arms.values() for r in v)]
+
+    def cell(name: str, fmt: str, group: list[dict]) -> str:
+        values = [v * SCALE.get(name, 1) for r in group if isinstance(v := r["metrics"].get(name), (int, float))]
+        if not values:
+            return "–"
+        mean, half = mean_ci(values)
+        return fmt.format(mean) + (f" ± {fmt.format(half)}" if len(values) > 1 else "")
+
+    out = ["\n## Every arm over its seeds (mean ± 95 % interval)\n",
+           "| arm | seeds | " + " | ".join(label for _, label, _ in columns) + " |", "|---|---|" + "---|" * len(columns)]
+    fig = Figure(figsize=(7, 4.5), dpi=100)
+    ax = fig.subplots()
+    drawn = set()
+    for i, (arm, group) in enumerate(sorted(arms.items())):
+        out.append(f"| {arm} | {len(group)} | " + " | ".join(cell(n, f, group) for n, _, f in columns) + " |")
+        curves = [r.get("curves") or {} for r in group]
+        name = next((c for c in LINE_CURVES if all(len(cv.get(c) or []) > 1 for cv in curves)), None)
+        if name is None:
+            continue
+        drawn.add(name)
+        steps = curve_steps(curves[0])
+        ys = [[math.nan if v is None else float(v) for v in cv[name]] for cv in curves]
+        width = min(len(steps), *(len(y) for y in ys))
+        mean = [sum(y[k] for y in ys) / len(ys) for k in range(width)]
+        ax.plot(steps[:width], mean, marker="o", markersize=3, color=f"C{i % 10}", label=arm)
+    if drawn:
+        ax.set_xlabel(STEP_KEY)
+        ax.set_ylabel(" / ".join(sorted(drawn)) + " (mean over seeds)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="x-small")
+        fig.tight_layout()
+        save_figure(fig, path)
+    return "\n".join(out) + "\n"
+
+
 def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
     exp_dir = Path(exp_dir)
@@ -358,6 +428,7 @@ def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
     table = results_table(rows, columns) + retention_by_age_section(rows, out_dir / "retention_by_age.png")
     table += transfer_arms_section(rows, out_dir / "transfer_arms.png")
     table += bank_sizes_section(rows, out_dir / "bank_sizes.png")
+    table += seeds_section(rows, out_dir / "seeds.png")
     (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
     (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
     plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)

@@ -9,6 +9,11 @@ A group file names the configs every run starts from and the runs, each a name a
       - {name: ft_qa, overrides: [method.name=ft_qa, method.lr=1e-3]}
       - {name: tuned, configs: [configs/baselines/ft_qa.yaml]}   # a run's own configs follow the group's
 
+`seeds: [0, 1, 2]` (the group's, or a run's own, which wins) repeats a run once per seed as `<name>-seed<K>`
+with `run.seed=K` and `{seed}` in its overrides replaced by K (e.g. `method.seed={seed}`, for a method
+whose own seed is a field); `--only <name>` then picks all of its seeds. Set `pretrain.seed` in the group's overrides
+so that every seed reads the same reader (run.seed alone would pretrain one reader per seed).
+
 Each run is an ordinary `python -m lit_knowledge.train --config ... overrides run.name=<name>` run, so
 any row can be reproduced alone; at the end the comparison table of the experiment is printed and
 written (`python -m lit_knowledge.report runs/<experiment>`). Extra `key=value` arguments on the command
@@ -34,13 +39,25 @@ def read_group(path: str) -> dict:
 
     group = OmegaConf.to_container(read_yaml_mapping(path, "group file", "pass a group YAML (see configs/experiments/)",
                                                    "configs:, overrides:, runs:"))
-    unknown = set(group) - {"configs", "overrides", "runs", "columns"}
+    unknown = set(group) - {"configs", "overrides", "runs", "columns", "seeds"}
     if unknown or not isinstance(group.get("runs"), list) or not group["runs"]:
         raise UserError(f"group file {path} must hold 'configs', 'overrides' and a non-empty 'runs' list"
                         + (f"; unknown keys {sorted(unknown)}" if unknown else ""))
+    runs = []
     for i, run in enumerate(group["runs"]):
         if not isinstance(run, dict) or "name" not in run:
             raise UserError(f"group file {path}: run {i} needs a 'name' (and lists of 'configs' / 'overrides')")
+        seeds = run.get("seeds", group.get("seeds"))
+        if seeds is None:
+            runs.append({**run, "arm": run["name"]})
+            continue
+        if not isinstance(seeds, list) or not seeds or not all(isinstance(k, int) and k >= 0 for k in seeds):
+            raise UserError(f"group file {path}: run {run['name']}: seeds must be a non-empty list of integers >= 0, "
+                            f"got {seeds!r}")
+        runs += [{**run, "arm": run["name"], "name": f"{run['name']}-seed{k}",
+                  "overrides": [*(o.replace("{seed}", str(k)) for o in run.get("overrides", [])), f"run.seed={k}"]}
+                 for k in seeds]
+    group["runs"] = runs
     return group
 
 
@@ -50,9 +67,10 @@ def plan_group(path: str, extra: list[str] = (), only: list[str] | None = None) 
 
     group = read_group(path)
     names = [run["name"] for run in group["runs"]]
+    arms = list(dict.fromkeys(run["arm"] for run in group["runs"]))
     for name in only or ():
-        if name not in names:
-            raise UserError(f"--only {name}: group file {path} has no run of that name{did_you_mean(name, names)}; "
+        if name not in names and name not in arms:
+            raise UserError(f"--only {name}: group file {path} has no run of that name{did_you_mean(name, names + arms)}; "
                             f"its runs are {', '.join(names)}")
 
     def paths(names):
@@ -61,7 +79,7 @@ def plan_group(path: str, extra: list[str] = (), only: list[str] | None = None) 
     return [(run["name"], load_config(paths([*group.get("configs", []), *run.get("configs", [])]),
                                       [*group.get("overrides", []), *run.get("overrides", []), *extra,
                                        f"run.name={run['name']}"]))
-            for run in group["runs"] if not only or run["name"] in only]
+            for run in group["runs"] if not only or run["name"] in only or run["arm"] in only]
 
 
 def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, resume: str = "auto",

@@ -112,6 +112,20 @@ def _run_cli(args, cwd: Path | str = REPO, cache: Path | str | None = None, time
     return proc.returncode, proc.stdout, proc.stderr
 
 
+def report_of(exp: Path, rows: list[dict]) -> str:
+    """Write `rows` as the results.json of runs under `exp` (one directory per run name), build the report there
+    and return comparison.md."""
+    import json
+
+    from lit_knowledge.report import build_report
+
+    for r in rows:
+        (exp / r["run"]).mkdir(parents=True)
+        (exp / r["run"] / "results.json").write_text(json.dumps(r))
+    build_report(exp)
+    return (exp / "comparison.md").read_text()
+
+
 def write_step(method, k: int) -> None:
     """Feed stream step k's documents to a stream method in one batch, as the trainer's walk would."""
     from lit_knowledge.data.prompts import collate

@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import CONFIGS, DEBUG_YAML, write_step
+from conftest import CONFIGS, DEBUG_YAML, report_of, write_step
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lit_knowledge.config import load_config
@@ -251,14 +251,19 @@ def test_meta_training_teaches_the_frozen_llm_to_answer_from_the_bank(tmp_path):
 
     from lit_knowledge.methods.cmt.training import cmt_build, train_cmt
 
-    cfg = load_config([str(CMT_YAML)], [f"run.root={tmp_path}", "method.train_steps=800",
+    cfg = load_config([str(CMT_YAML)], [f"run.root={tmp_path}", "method.train_steps=1000",
                                         "trainer.enable_progress_bar=false"])
-    train_cmt(cfg)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # floats, hence the figure, depend on the thread count: one thread on every machine
+    try:
+        train_cmt(cfg)
+    finally:
+        torch.set_num_threads(threads)
     report = json.loads((cmt_build(cfg).path / "cmt.json").read_text())["report"]
     assert math.isfinite(report["efficacy_f1"])
     assert report["gold_matched_first"] > 0.5, report
-    # about +0.1 over the floor after 800 steps (+0.097 at CI's thread count: floats differ by threads); 3,000: +0.6
-    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.05, report
+    # +0.135 over the floor after 1,000 steps on one thread (+0.108 after 800); 3,000 steps: +0.6
+    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.1, report
 
 
 def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_path, tmp_cache, capsys):
@@ -277,9 +282,7 @@ def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_
 
 
 def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path):
-    import json
-
-    from lit_knowledge.report import bank_sizes_section, build_report, mean_ci
+    from lit_knowledge.report import bank_sizes_section, mean_ci
 
     def results(run, f1, first):
         return {"run": run, "method": run.split("-")[0], "kind": "qa", "curves": {},
@@ -289,11 +292,7 @@ def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path
     rows = [results("cmt-seed0-bank16", 0.6, [0.7, 0.6]), results("cmt-seed1-bank16", 0.8, [0.9, 0.8]),
             results("cmt-seed0-bank64", 0.5, [0.7, 0.5]), results("cmt-seed1-bank64", 0.7, [0.9, 0.7]),
             results("base-bank16", 0.1, [0.1, 0.1]), results("base-bank64", 0.1, [0.1, 0.1])]
-    for r in rows:
-        (tmp_path / "exp" / r["run"]).mkdir(parents=True)
-        (tmp_path / "exp" / r["run"] / "results.json").write_text(json.dumps(r))
-    build_report(tmp_path / "exp")
-    text = (tmp_path / "exp" / "comparison.md").read_text()
+    text = report_of(tmp_path / "exp", rows)
     m, h = mean_ci([0.6, 0.8])
     assert f"| cmt | 2 | {m:.3f} ± {h:.3f} | {m / 2:.3f} ± {h / 2:.3f} |" in text
     assert "| base | 1 | 0.100 | 0.050 | 0.100 | 0.050 |" in text

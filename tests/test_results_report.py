@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import report_of
 
 from lit_knowledge import report
 from lit_knowledge.evaluation.results import (
@@ -299,3 +300,27 @@ def test_the_peak_memory_of_a_run_is_its_own_not_the_process_peak_of_an_earlier_
     del held
     assert after - before >= 90e6  # this run's 100 MB counts
     assert after < before + 300e6  # the earlier 400 MB does not
+
+
+def test_the_report_gives_each_arm_its_seed_interval_and_one_figure_of_every_arm(tmp_path):
+    """A group repeated over seeds (`<arm>-seedK`) gains one row per arm: every metric it has as mean ± 95 %
+    interval over its seeds, in the units the table names, and one figure with every arm's curve."""
+    from lit_knowledge.report import mean_ci, seeds_section
+
+    def results(run, f1, peak, curve):
+        r = qa_results(run=run, method=run.split("-")[0])
+        r["metrics"] = {"efficacy_f1": f1, "retention_f1": f1 / 2, "peak_memory_bytes": peak, "optimizer_steps": 10}
+        r["curves"] = {"retention_f1": curve}
+        return r
+
+    rows = [results("selfparam-seed0", 0.6, 2 ** 20, [None, 0.4]), results("selfparam-seed1", 0.8, 3 * 2 ** 20, [None, 0.6]),
+            results("base-seed0", 0.1, 2 ** 20, [None, 0.1])]
+    text = report_of(tmp_path / "exp", rows)
+    m, h = mean_ci([0.6, 0.8])
+    assert "| arm | seeds | efficacy | retention | peak memory MiB | optimiser steps |" in text
+    assert f"| selfparam | 2 | {m:.3f} ± {h:.3f} | {m / 2:.3f} ± {h / 2:.3f} | 2 ± {mean_ci([1, 3])[1]:.0f} | 10 ± 0 |" in text
+    assert "| base | 1 | 0.100 | 0.050 | 1 | 10 |" in text
+    assert (tmp_path / "exp" / "seeds.png").read_bytes()[:4] == b"\x89PNG"
+    assert seeds_section(rows[2:], tmp_path / "one.png") == ""  # no arm with two seeds: no section
+    transfer = [dict(r, kind="transfer") for r in rows]
+    assert seeds_section(transfer, tmp_path / "t.png") == ""  # lora_transfer arms have their own section

@@ -73,3 +73,25 @@ def test_malformed_group_files_fail_with_one_line(tmp_path, capsys, text, needle
     assert main([str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1 and needle in err and str(bad) in err
+
+
+def test_seeds_repeat_a_run_per_seed_over_one_reader(tmp_path):
+    from lit_knowledge.methods.pretrain import reader_key
+
+    group = tmp_path / "g.yaml"
+    group.write_text("configs: [configs/quickstart.yaml]\noverrides: [pretrain.seed=0]\nseeds: [0, 2]\nruns:\n"
+                     "  - {name: base, overrides: [method.name=base], seeds: [0]}\n"
+                     "  - {name: ft_qa, overrides: [method.name=ft_qa]}\n"
+                     "  - {name: transfer, configs: [configs/lora_transfer/lora_transfer.yaml], seeds: [3],"
+                     " overrides: ['method.seed={seed}']}\n")
+    planned = plan_group(str(group))[:3]
+    assert [name for name, _ in planned] == ["base-seed0", "ft_qa-seed0", "ft_qa-seed2"]
+    assert [cfg.run.seed for _, cfg in planned] == [0, 0, 2]
+    assert len({reader_key(cfg) for _, cfg in planned}) == 1  # every seed reads the same reader
+    name, transfer = plan_group(str(group))[3]
+    assert name == "transfer-seed3" and transfer.method.seed == 3 and transfer.run.seed == 3
+    assert [name for name, _ in plan_group(str(group), only=["ft_qa"])] == ["ft_qa-seed0", "ft_qa-seed2"]
+    assert [name for name, _ in plan_group(str(group), only=["ft_qa-seed2"])] == ["ft_qa-seed2"]
+    group.write_text("runs:\n  - {name: a, seeds: 3}\n")
+    with pytest.raises(UserError, match="seeds must be a non-empty list"):
+        read_group(str(group))

@@ -189,3 +189,23 @@ def test_a_dev_stream_asks_about_other_people_over_the_same_background_and_reade
     assert dev.stream() == world(num_steps=2, stream_seed=1).stream()  # a dev stream is deterministic too
     cfgs = [load_config([], [f"data.world.stream_seed={s}"]) for s in (0, 1)]
     assert reader_key(cfgs[0]) == reader_key(cfgs[1])  # settings are chosen on the reader they are published on
+
+
+def test_pretrain_seed_holds_the_reader_while_run_seed_varies_the_method():
+    """A bench's seeds vary run.seed over one reader: with pretrain.seed set, the reader's key, initial weights and
+    pretraining draws are those of that seed, whatever run.seed is; left null, run.seed gives the reader, as before."""
+    import torch
+
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.pretrain import PretrainReader, reader_key
+
+    def cfg(*overrides):
+        return load_config(["configs/debug.yaml"], list(overrides))
+
+    held, default, other = cfg("run.seed=1", "pretrain.seed=0"), cfg(), cfg("run.seed=1")
+    assert reader_key(held) == reader_key(default) != reader_key(other)
+    assert reader_key(cfg("pretrain.seed=1")) == reader_key(other)
+    weights = [next(iter(PretrainReader(c).model.state_dict().values())) for c in (held, default, other)]
+    assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
+    draws = [PretrainReader(c).datamodule().seed for c in (held, default, other)]
+    assert draws == [0, 0, 1]

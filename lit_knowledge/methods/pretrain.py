@@ -41,16 +41,22 @@ SHIPPED_READERS = Path(__file__).resolve().parents[2] / "data" / "readers"
 BARS = {"in_context_f1": (">=", 0.8), "closed_book_stream_f1": ("<=", 0.2), "background_f1": (">=", 0.8)}
 
 
+def reader_seed(cfg) -> int:
+    """The reader's seed: `pretrain.seed`, or run.seed when it is null."""
+    return cfg.run.seed if cfg.pretrain.seed is None else cfg.pretrain.seed
+
+
 def reader_recipe(cfg) -> dict:
     """What shapes the reader: the world's background (not its stream), the model, pretraining, the seed."""
     world = cfg.data.world
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
     pretrain = to_dict(cfg.pretrain)
+    del pretrain["seed"]  # the reader's seed is keyed once, below: one reader whichever field gave it
     if pretrain.get("background_share") == 1.0:  # the whole background: the key readers had before the field
         del pretrain["background_share"]
     return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": pretrain,
-            "seed": cfg.run.seed, "max_length": cfg.data.max_length}
+            "seed": reader_seed(cfg), "max_length": cfg.data.max_length}
 
 
 def reader_build(cfg) -> CachedBuild:
@@ -85,11 +91,11 @@ class PretrainReader(L.LightningModule):
         self.cfg = cfg
         self.world = World(cfg.data.world)
         self.tokenizer = train_word_tokenizer(self.world.texts(), cfg.model.tiny.vocab_size)
-        # The initial weights come from run.seed alone, whoever builds the reader (`train` seeds everything first,
+        # The initial weights come from the reader's seed alone, whoever builds the reader (`train` seeds everything first,
         # `ensure_reader` runs inside other commands and seeds nothing): one key, one reader. The forked generator
         # leaves the caller's random state as it was, so a run does the same whether its reader was cached or not.
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(cfg.run.seed)
+            torch.manual_seed(reader_seed(cfg))
             self.model = build_tiny_llama(cfg.model.tiny, self.tokenizer)
         self.learnt = self.world.learnt_background(cfg.pretrain.background_share)
         self.background_docs, self.background_qa = self.world.background_corpus(self.learnt)
@@ -117,7 +123,7 @@ class PretrainReader(L.LightningModule):
 
     def datamodule(self):
         return PretrainDataModule(self.sample, self.cfg.pretrain.batch_size, self.tokenizer.pad_token_id,
-                                  self.cfg.run.seed, start=lambda: self.trainer.global_step)
+                                  reader_seed(self.cfg), start=lambda: self.trainer.global_step)
 
     def training_step(self, batch, batch_idx):
         loss = self.model(**batch).loss

@@ -277,14 +277,22 @@ def transfer_arms_section(rows: list[dict], path: Path, baseline: str = "standar
     return "\n## Transfer arms\n" + "\n".join(out) + "\n"
 
 
+def per_document(r: dict, name: str) -> float | None:
+    """A per-step metric of run `r` divided by its stream's documents per step (None when either is missing)."""
+    value = (r.get("metrics") or {}).get(name)
+    docs = (((r.get("config") or {}).get("data") or {}).get("world") or {}).get("entities_per_step")
+    return value / docs if isinstance(value, (int, float)) and docs else None
+
+
 def bank_sizes_section(rows: list[dict], path: Path) -> str:
-    """For groups whose runs name a bank (stream) size, `<arm>[-seedK]-bank<N>` (configs/experiments/
-    cmt_bank.yaml): per arm and size, final F1 and EM over every document's probes (mean ± 95 % interval over the
-    arm's seeds), and the first step's probes as the stream grows at the largest size; a plot of both. "" when
-    fewer than two sizes are named."""
+    """For groups whose runs name a bank (stream) size, `<arm>[-seedK]-bank<N>` or `-docs<N>` (configs/experiments/
+    cmt_bank.yaml, bench_scale.yaml): per arm and size, final F1 and EM over every document's probes (mean ± 95 %
+    interval over the arm's seeds), the first step's probes as the stream grows at the largest size, and the cost
+    by size (update time per document, extra storage, retention at the end); a plot of F1, the first step's
+    probes and the update time against the size. "" when fewer than two sizes are named."""
     import re
 
-    pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-bank(?P<bank>\d+)$")
+    pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-(?:bank|docs)(?P<bank>\d+)$")
     runs = [(m, r) for r in rows if (m := pattern.match(str(r.get("run", "")))) and r.get("metrics")]
     banks = sorted({int(m["bank"]) for m, _ in runs})
     if len(banks) < 2:
@@ -305,9 +313,12 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     out = ["\n## By bank size: every document's probes with the whole bank written (mean ± 95 % interval over "
            "seeds)\n", "| arm | seeds | " + " | ".join(f"F1 bank {b} | EM bank {b}" for b in banks) + " |",
            "|---|---|" + "---|---|" * len(banks)]
-    fig = Figure(figsize=(11, 4), dpi=100)
-    left, right = fig.subplots(1, 2)
+    fig = Figure(figsize=(16, 4), dpi=100)
+    left, right, cost = fig.subplots(1, 3)
     largest = banks[-1]
+    costs = ["\n## Cost by size (mean over seeds)\n",
+             "| arm | " + " | ".join(f"update s / document, {b} | storage KiB, {b} | retention, {b}" for b in banks) + " |",
+             "|---|" + "---|---|---|" * len(banks)]
     for i, (arm, by_bank) in enumerate(sorted(arms.items())):
         seeds = max(len(v) for v in by_bank.values())
         cells = []
@@ -321,6 +332,18 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
                 m, h = mean_ci(f1)
                 xs.append(b), means.append(m), halves.append(h)
         out.append(f"| {arm} | {seeds} | " + " | ".join(cells) + " |")
+        row, update = [], []
+        for b in banks:
+            group = by_bank.get(b, [])
+            per_doc = [v for r in group if (v := per_document(r, "update_time_per_step_s")) is not None]
+            storage = [v / 1024 for r in group if isinstance(v := r["metrics"].get("extra_storage_bytes"), (int, float))]
+            row += [f"{mean_ci(per_doc)[0]:.3f}" if per_doc else "–", f"{mean_ci(storage)[0]:.0f}" if storage else "–",
+                    cell([r["metrics"].get("retention_f1") for r in group])]
+            if per_doc:
+                update.append((b, mean_ci(per_doc)[0]))
+        costs.append(f"| {arm} | " + " | ".join(row) + " |")
+        if update and any(v > 0 for _, v in update):
+            cost.plot(*zip(*update), marker="o", markersize=3, color=f"C{i % 10}", label=arm)
         left.errorbar(xs, means, yerr=halves, marker="o", markersize=3, capsize=2, color=f"C{i % 10}", label=arm)
         curves = [[row[0] for row in r.get("retention_matrix") or []] for r in by_bank.get(largest, [])]
         if curves and curves[0]:
@@ -342,12 +365,18 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     left.set_ylabel("F1, every document's probes")
     right.set_xlabel(f"stream step (bank {largest})")
     right.set_ylabel("F1 on the first step's probes")
-    for ax in (left, right):
+    cost.set_xscale("log")
+    if cost.lines:
+        cost.set_yscale("log")
+    cost.set_xticks(banks, [str(b) for b in banks])
+    cost.set_xlabel("documents in the stream")
+    cost.set_ylabel("update time per document (s)")
+    for ax in (left, right, cost):
         ax.grid(alpha=0.3)
     right.legend(fontsize="x-small")
     fig.tight_layout()
     save_figure(fig, path)
-    return "\n".join(out) + "\n" + "\n".join(retention) + "\n"
+    return "\n".join(out) + "\n" + "\n".join(retention) + "\n" + "\n".join(costs) + "\n"
 
 
 # The bench's columns (a run shows those it has): quality, then cost, then the budget it got.

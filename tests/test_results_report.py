@@ -324,3 +324,20 @@ def test_the_report_gives_each_arm_its_seed_interval_and_one_figure_of_every_arm
     assert seeds_section(rows[2:], tmp_path / "one.png") == ""  # no arm with two seeds: no section
     transfer = [dict(r, kind="transfer") for r in rows]
     assert seeds_section(transfer, tmp_path / "t.png") == ""  # lora_transfer arms have their own section
+
+
+def test_a_scale_group_tables_the_update_time_per_document_and_storage_by_stream_size(tmp_path):
+    """Runs named `<arm>-docs<N>` (configs/experiments/bench_scale.yaml) are compared by stream size: the update
+    time of a step divided by its documents, extra storage and retention at the end, per size."""
+    def results(run, docs_per_step, step_s, storage, retention):
+        r = qa_results(run=run, method=run.split("-")[0])
+        r["metrics"] = {"final_f1_all_steps": 0.5, "update_time_per_step_s": step_s, "extra_storage_bytes": storage,
+                        "retention_f1": retention}
+        r["config"] = {"data": {"world": {"entities_per_step": docs_per_step}}}
+        return r
+
+    text = report_of(tmp_path / "exp", [results("memoryllm-docs10", 5, 0.5, 2048, 0.2),
+                                        results("memoryllm-docs100", 20, 2.0, 2048, 0.1)])
+    assert "| arm | update s / document, 10 | storage KiB, 10 | retention, 10 | update s / document, 100 |" in text
+    assert "| memoryllm | 0.100 | 2 | 0.200 | 0.100 | 2 | 0.100 |" in text
+    assert (tmp_path / "exp" / "bank_sizes.png").read_bytes()[:4] == b"\x89PNG"

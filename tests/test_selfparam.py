@@ -224,12 +224,24 @@ def test_full_finetuning_needs_a_cached_teacher():
     load_config([], TINY + ["model.lora.enabled=false", "method.teacher=cached"])
 
 
-def test_single_setting_resets_the_student_to_the_base_model():
-    m = method("method.reset_each_step=true")
+@pytest.mark.parametrize("name, lora", [("selfparam", "true"), ("ft_qa", "true"), ("ft_context", "true"),
+                                        ("ft_qa", "false")])
+def test_single_setting_resets_the_student_to_the_base_model(name, lora):
+    """The single-context setting (one document per step, back to the base model once it is probed) for
+    SELF-PARAM and the baselines that fine-tune, so all of them can be compared there."""
+    from lit_knowledge.methods import METHODS
+
+    overrides = [f"method.name={name}", "method.reset_each_step=true", f"model.lora.enabled={lora}"]
+    if name == "selfparam" and lora == "false":
+        overrides.append("method.teacher=cached")
+    cfg = load_config([], TINY + overrides)
+    torch.manual_seed(0)
+    m = METHODS.get(name)(cfg)
+    assert m.shards_batches  # reset in place: DDP may split the batches
     ids = torch.tensor([m.training_examples(m.stream.steps[0])[0]["input_ids"]])
     with torch.no_grad():
         before = m.model(input_ids=ids).logits
-    for p in m.model.parameters():  # pretend an injection happened: move every adapter weight
+    for p in m.model.parameters():  # pretend an injection happened: move every trained weight
         if p.requires_grad:
             p.data.add_(0.1)
     with torch.no_grad():

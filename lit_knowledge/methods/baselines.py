@@ -50,6 +50,9 @@ class FineTune(KnowledgeMethod):
         self.epochs_per_step = self.params.epochs_per_step
         if cfg.model.lora.enabled:
             self.model = add_lora(self.model, cfg.model.lora)
+        self._base_state = None  # full fine-tuning in the single-context setting: the weights to go back to
+        if self.params.reset_each_step and not cfg.model.lora.enabled:
+            self._base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     def training_examples(self, step):
         return encode_all(self.tokenizer, self.pairs(step), self.cfg.data.max_length)
@@ -65,12 +68,28 @@ class FineTune(KnowledgeMethod):
         """Whether DDP may split batches: not when a fresh adapter replaces the merged one between stream steps,
         since DDP averages the gradients of the parameters it was given at the start only (processes that
         trained different shards with an adapter of their own would drift apart)."""
+        if self.params.reset_each_step:  # a model reset in place keeps its parameters
+            return True
         return not (self.cfg.model.lora.enabled and self.params.merge_lora_each_step and len(self.stream.steps) > 1)
 
     def training_step(self, batch, batch_idx):
         return self.lm_training_step(batch)
 
+    def after_evaluation(self, k: int) -> None:
+        """The single-context setting: back to the base model once step k is probed."""
+        if not self.params.reset_each_step:
+            return
+        if self.cfg.model.lora.enabled:
+            for module in self.model.modules():  # a fresh adapter: B = 0, so the model equals the base again
+                if hasattr(module, "reset_lora_parameters"):
+                    module.reset_lora_parameters("default", True)
+        else:
+            self.model.load_state_dict(self._base_state)
+        self.trainer.strategy.setup_optimizers(self.trainer)
+
     def finish_step(self, k: int) -> None:
+        if self.params.reset_each_step:  # nothing to merge: the adapter was reset after the probes
+            return
         if self.cfg.model.lora.enabled and self.params.merge_lora_each_step and k + 1 < len(self.stream.steps):
             # Fold this step's adapter into the weights and continue with a fresh one; the optimiser
             # is rebuilt so it tracks the new adapter's parameters.

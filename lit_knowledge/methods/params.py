@@ -27,6 +27,9 @@ class FineTuneParams(MethodParams):
     lr: float = doc(1e-3, "Learning rate (AdamW).", above=0)
     weight_decay: float = doc(0.0, "AdamW weight decay.", minimum=0)
     epochs_per_step: int = doc(10, "Passes over a stream step's training examples.", minimum=1)
+    reset_each_step: bool = doc(False, "Reset the model to the base model after each step is evaluated (the "
+                                       "single-context setting: every document injected into the base model "
+                                       "on its own).")
     merge_lora_each_step: bool = doc(True, "With LoRA: merge the adapter into the weights after each step "
                                            "and start a fresh one (sequential injection).")
     unrelated_per_document: int = doc(0, "Texts of what the model already knows (the stream's unrelated text: "
@@ -71,8 +74,6 @@ class SelfParamParams(FineTuneParams):
                                 "an unrelated text of forty tokens weighs twenty answers of two; docs/results/selfparam.md "
                                 "compares both) or example (each member of the target set weighs the same).",
                        choices=("example", "token"))
-    reset_each_step: bool = doc(False, "Reset the student to the base model after each step is evaluated "
-                                       "(the single-context setting).")
 
     @staticmethod
     def validate(cfg) -> None:

@@ -64,9 +64,6 @@ class SelfParam(FineTune):
         super().__init__(cfg, model, tokenizer)
         self._teacher_cache: dict[int, torch.Tensor] = {}
         self._cached_step: int | None = None
-        self._base_state = None
-        if self.params.reset_each_step and not cfg.model.lora.enabled:
-            self._base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
     # ------------------------------------------------------------------------------ the target set S
 
@@ -154,22 +151,3 @@ class SelfParam(FineTune):
 
     # ------------------------------------------------------------------------------ settings
 
-    def after_evaluation(self, k: int) -> None:
-        if not self.params.reset_each_step:
-            return
-        if self.cfg.model.lora.enabled:
-            for module in self.model.modules():  # a fresh adapter: B = 0, so the student equals the base again
-                if hasattr(module, "reset_lora_parameters"):
-                    module.reset_lora_parameters("default", True)
-        else:
-            self.model.load_state_dict(self._base_state)
-        self.trainer.strategy.setup_optimizers(self.trainer)
-
-    @property
-    def shards_batches(self) -> bool:
-        """A student reset in place after each step keeps its parameters, so DDP may split the batches then too."""
-        return self.params.reset_each_step or super().shards_batches
-
-    def finish_step(self, k: int) -> None:
-        if not self.params.reset_each_step:
-            super().finish_step(k)

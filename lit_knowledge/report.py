@@ -383,7 +383,7 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
 SEED_COLUMNS = (
     ("efficacy_f1", "efficacy", "{:.3f}"), ("retention_f1", "retention", "{:.3f}"), ("locality_f1", "locality", "{:.3f}"),
     ("reliability", "reliability", "{:.3f}"), ("generalization", "generalization", "{:.3f}"),
-    ("portability", "portability", "{:.3f}"), ("mean_gain", "mean gain", "{:.3f}"),
+    ("locality", "locality (held out)", "{:.3f}"), ("portability", "portability", "{:.3f}"), ("mean_gain", "mean gain", "{:.3f}"),
     ("heldout_f1", "held-out (transfer)", "{:.3f}"), ("fitted_f1", "fitted (transfer)", "{:.3f}"),
     ("lm_loss", "LM loss", "{:.2f}"), ("update_time_per_step_s", "update s / step", "{:.2f}"),
     ("extra_storage_bytes", "extra storage KiB", "{:.0f}"), ("peak_memory_bytes", "peak memory MiB", "{:.0f}"),
@@ -427,8 +427,8 @@ def seeds_section(rows: list[dict], path: Path) -> str:
     for i, (arm, group) in enumerate(sorted(arms.items())):
         out.append(f"| {arm} | {len(group)} | " + " | ".join(cell(n, f, group) for n, _, f in columns) + " |")
         curves = [r.get("curves") or {} for r in group]
-        name = next((c for c in LINE_CURVES if all(len(cv.get(c) or []) > 1 for cv in curves)), None)
-        if name is None:
+        name = next((c for c in headline_curves() if all(len(cv.get(c) or []) > 1 for cv in curves)), None)
+        if name is None:  # e.g. lora_transfer, whose curves are over fine-tuning steps, not the stream
             continue
         drawn.add(name)
         steps = curve_steps(curves[0])

@@ -76,10 +76,15 @@ def plan_group(path: str, extra: list[str] = (), only: list[str] | None = None) 
     def paths(names):
         return [str(REPO / c) if not Path(c).is_absolute() else c for c in names]
 
-    return [(run["name"], load_config(paths([*group.get("configs", []), *run.get("configs", [])]),
-                                      [*group.get("overrides", []), *run.get("overrides", []), *extra,
-                                       f"run.name={run['name']}"]))
-            for run in group["runs"] if not only or run["name"] in only or run["arm"] in only]
+    planned = [(run, load_config(paths([*group.get("configs", []), *run.get("configs", [])]),
+                                 [*group.get("overrides", []), *run.get("overrides", []), *extra,
+                                  f"run.name={run['name']}"]))
+               for run in group["runs"] if not only or run["name"] in only or run["arm"] in only]
+    for run, cfg in planned:
+        if run["name"] != run["arm"] and cfg.model.name == "reader" and cfg.pretrain.seed is None:
+            raise UserError(f"group file {path}: run {run['name']} repeats over seeds with pretrain.seed null, so "
+                            "every seed would pretrain a reader of its own; add pretrain.seed=0 to the group's overrides")
+    return [(run["name"], cfg) for run, cfg in planned]
 
 
 def run_group(path: str, extra: list[str] = (), only: list[str] | None = None, resume: str = "auto",

@@ -92,6 +92,9 @@ def test_seeds_repeat_a_run_per_seed_over_one_reader(tmp_path):
     assert name == "transfer-seed3" and transfer.method.seed == 3 and transfer.run.seed == 3
     assert [name for name, _ in plan_group(str(group), only=["ft_qa"])] == ["ft_qa-seed0", "ft_qa-seed2"]
     assert [name for name, _ in plan_group(str(group), only=["ft_qa-seed2"])] == ["ft_qa-seed2"]
+    group.write_text("configs: [configs/quickstart.yaml]\nseeds: [0, 1]\nruns:\n  - {name: a}\n")
+    with pytest.raises(UserError, match="add pretrain.seed=0"):
+        plan_group(str(group))
     group.write_text("runs:\n  - {name: a, seeds: 3}\n")
     with pytest.raises(UserError, match="seeds must be a non-empty list"):
         read_group(str(group))

@@ -373,7 +373,7 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     cost.set_ylabel("update time per document (s)")
     for ax in (left, right, cost):
         ax.grid(alpha=0.3)
-    right.legend(fontsize="x-small")
+    left.legend(fontsize="x-small")  # the left panel has every arm (some stop before the largest size)
     fig.tight_layout()
     save_figure(fig, path)
     return "\n".join(out) + "\n" + "\n".join(retention) + "\n" + "\n".join(costs) + "\n"

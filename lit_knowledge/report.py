@@ -337,10 +337,12 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
             group = by_bank.get(b, [])
             per_doc = [v for r in group if (v := per_document(r, "update_time_per_step_s")) is not None]
             storage = [v / 1024 for r in group if isinstance(v := r["metrics"].get("extra_storage_bytes"), (int, float))]
-            row += [f"{mean_ci(per_doc)[0]:.3f}" if per_doc else "–", f"{mean_ci(storage)[0]:.0f}" if storage else "–",
+            per_doc_mean = sum(per_doc) / len(per_doc) if per_doc else None
+            row += ["–" if per_doc_mean is None else f"{per_doc_mean:.3f}",
+                    f"{sum(storage) / len(storage):.0f}" if storage else "–",
                     cell([r["metrics"].get("retention_f1") for r in group])]
-            if per_doc:
-                update.append((b, mean_ci(per_doc)[0]))
+            if per_doc_mean is not None:
+                update.append((b, per_doc_mean))
         costs.append(f"| {arm} | " + " | ".join(row) + " |")
         if update and any(v > 0 for _, v in update):
             cost.plot(*zip(*update), marker="o", markersize=3, color=f"C{i % 10}", label=arm)
@@ -394,7 +396,7 @@ SCALE = {"extra_storage_bytes": 1 / 1024, "peak_memory_bytes": 1 / 2 ** 20}
 
 
 def seeds_section(rows: list[dict], path: Path) -> str:
-    """For groups whose runs repeat an arm over seeds (`<arm>-seed<K>`, a group's `seeds:`; bank groups excepted):
+    """For groups whose runs repeat an arm over seeds (`<arm>-seed<K>`, a group's `seeds:`):
     one row per arm, every metric it has as mean ± 95 % interval over its seeds, and one figure of every arm's
     headline curve (retention F1 for streams, reliability for edits) averaged over its seeds. "" when no arm has
     two seeds, or every run is a lora_transfer arm (which has its own section)."""
@@ -404,7 +406,7 @@ def seeds_section(rows: list[dict], path: Path) -> str:
     arms: dict[str, list[dict]] = {}
     for r in rows:
         m = pattern.match(str(r.get("run", "")))
-        if m and r.get("metrics") and "-bank" not in m["arm"]:
+        if m and r.get("metrics"):  # bank groups end in -bank<N> and do not match
             arms.setdefault(m["arm"], []).append(r)
     if not any(len(v) > 1 for v in arms.values()) or all(r.get("kind") == "transfer" for v in arms.values() for r in v):
         return ""

@@ -36,6 +36,9 @@ def test_bad_group_files_fail_with_one_line(tmp_path):
     bad.write_text("runs: [{overrides: [method.name=base]}]\n")
     with pytest.raises(UserError, match="needs a 'name'"):
         read_group(str(bad))
+    bad.write_text("runs:\n  - {name: a, seeds: 3}\n")
+    with pytest.raises(UserError, match="seeds must be a non-empty list"):
+        read_group(str(bad))
 
 
 def test_only_names_runs_of_the_group_and_leaves_overrides_to_the_runs(tmp_path, monkeypatch):
@@ -95,6 +98,3 @@ def test_seeds_repeat_a_run_per_seed_over_one_reader(tmp_path):
     group.write_text("configs: [configs/quickstart.yaml]\nseeds: [0, 1]\nruns:\n  - {name: a}\n")
     with pytest.raises(UserError, match="add pretrain.seed=0"):
         plan_group(str(group))
-    group.write_text("runs:\n  - {name: a, seeds: 3}\n")
-    with pytest.raises(UserError, match="seeds must be a non-empty list"):
-        read_group(str(group))

@@ -148,6 +148,3 @@ class SelfParam(FineTune):
         if "shard_weight" in batch and self.params.kl_mean == "token":  # DDP: this rank's share of the token mean
             loss = loss * batch["shard_weight"]
         return loss
-
-    # ------------------------------------------------------------------------------ settings
-

@@ -374,6 +374,12 @@ def parse_args(argv):
     m.add_argument("--writes", type=int, default=2000, help="unrelated documents written (default 2000)")
     m.add_argument("--every", type=int, default=250, help="record every this many writes (default 250)")
     m.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    r = sub.add_parser("memoryllm-recency", help="MemoryLLM after one more write: does the pool lose a document, or "
+                       "does the model stop reading it? (four pools over the same two documents)")
+    r.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. method.pool_size=256)")
+    r.add_argument("--config", default="configs/memoryllm/memoryllm.yaml", help="the memoryllm config")
+    r.add_argument("--pairs", type=int, default=40, help="pairs of documents (default 40)")
+    r.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     c = sub.add_parser("cmt", help="CMT as its bank grows: bytes and write time per document, answer time, F1",
                        description="CMT's cost as its bank grows (lit_knowledge/methods/cmt/cost.py).")
     c.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. method.top_k_aggregation=false)")
@@ -438,6 +444,19 @@ def bench_memoryllm(args) -> int:
     return 0
 
 
+def bench_memoryllm_recency(args) -> int:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.memoryllm.recency import format_recency, recency
+
+    cfg = load_config([args.config], args.overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = recency(cfg, pairs=args.pairs)
+    write_json(args.json, res)
+    print(format_recency(res))
+    return 0
+
+
 @cli_entry_point
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -447,6 +466,8 @@ def main(argv=None) -> int:
         logging.getLogger(name).setLevel(logging.WARNING)  # "GPU available", "max_steps reached", tips
     if args.bench == "memoryllm":
         return bench_memoryllm(args)
+    if args.bench == "memoryllm-recency":
+        return bench_memoryllm_recency(args)
     if args.bench == "cmt":
         return bench_cmt(args)
     if args.bench == "ddp":

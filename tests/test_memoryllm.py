@@ -363,3 +363,30 @@ def test_the_integrity_bench_keeps_the_pool_size_and_reports_every_target(tmp_pa
     assert res["pool_bytes_constant"] and res["rows"][0]["pool_bytes"] == 3 * 32 * 128 * 4
     text = format_integrity(res)
     assert "pool bytes constant: met" in text and "held-out LM loss change" in text and "last targets F1" in text
+
+
+def test_the_recency_probe_moves_the_same_tokens_and_reports_every_pool(tmp_path, tmp_cache):
+    from lit_knowledge.methods.memoryllm.memory import update_pool
+    from lit_knowledge.methods.memoryllm.recency import POOLS, format_recency, recency, recency_pools
+
+    class Pool:  # the update alone, at N = 8, K = 2
+        pool_size = 8
+
+        def update(self, pool, new, generator=None):
+            return update_pool(pool, new, 8, generator)
+
+    a, b = torch.randn(3, 1, 2, 4), torch.randn(3, 1, 2, 4)
+    pools = recency_pools(Pool(), a, b, torch.Generator().manual_seed(0))
+    assert all(p.shape == (3, 1, 8, 4) for p in pools.values())
+    then_other, moved = pools["target_then_other"], pools["other_block_first"]
+    assert torch.equal(then_other[:, :, -2:], b) and torch.equal(moved[:, :, :2], b)
+    assert torch.equal(moved[:, :, -2:], a) and torch.equal(moved[:, :, 2:-2], then_other[:, :, 2:-2])
+    assert torch.equal(pools["target_then_empty"][:, :, -2:], torch.zeros_like(a))
+    assert torch.equal(pools["target_then_empty"][:, :, :-2], then_other[:, :, :-2])  # the same drop draws
+
+    cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                      [f"run.root={tmp_path}", "method.train_steps=0", "method.pool_size=32", "method.write_size=8"])
+    res = recency(cfg, pairs=2)
+    assert set(res["f1"]) == set(POOLS) and res["probes"] > 0
+    assert all(0.0 <= f <= 1.0 for f in res["f1"].values())
+    assert "| other_block_first |" in format_recency(res)

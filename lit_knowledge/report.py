@@ -18,6 +18,10 @@ writes into the experiment directory (or --out):
     transfer_arms.png   when runs are lora_transfer arms: each init's F1 against fine-tuning steps, mean and
                      95 % interval over its seeds, and comparison.md gains the tables (per arm, and each arm
                      minus standard init, paired by seed)
+With `--into DOC.md` the report also fills that document's blocks for this directory: the lines between
+`<!-- report runs/bench seeds -->` and `<!-- /report -->` become the named section (runs, retention_by_age,
+transfer_arms, bank_sizes, seeds), and `figure=img/x.png` in the opening line copies its figure there; the
+text around the blocks is the author's. So a results page is rewritten from the run directories it names.
 A missing directory or no results prints `error: ...` on stderr and exits with code 2.
 """
 
@@ -29,10 +33,11 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 from pathlib import Path
 
-from lit_knowledge.errors import UserError, check_writable_dir, cli_entry_point
+from lit_knowledge.errors import UserError, check_writable_dir, cli_entry_point, did_you_mean
 from lit_knowledge.evaluation import headline_curves, plotted_curves, scores
 from lit_knowledge.evaluation.results import (
     RESULTS_JSON,
@@ -292,11 +297,13 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     probes and the update time against the size. "" when fewer than two sizes are named."""
     import re
 
-    pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-(?:bank|docs)(?P<bank>\d+)$")
+    pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-(?P<kind>bank|docs)(?P<bank>\d+)$")
     runs = [(m, r) for r in rows if (m := pattern.match(str(r.get("run", "")))) and r.get("metrics")]
     banks = sorted({int(m["bank"]) for m, _ in runs})
     if len(banks) < 2:
         return ""
+    # CMT's group names bank sizes; the bench's scale group, stream sizes (documents written)
+    unit, size = ("bank", "bank") if any(m["kind"] == "bank" for m, _ in runs) else ("docs", "stream")
     from matplotlib.figure import Figure
 
     arms: dict[str, dict[int, list[dict]]] = {}
@@ -310,8 +317,8 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
         mean, half = mean_ci(values)
         return f"{mean:.3f}" + (f" ± {half:.3f}" if len(values) > 1 else "")
 
-    out = ["\n## By bank size: every document's probes with the whole bank written (mean ± 95 % interval over "
-           "seeds)\n", "| arm | seeds | " + " | ".join(f"F1 bank {b} | EM bank {b}" for b in banks) + " |",
+    out = [f"\n## By {size} size: every document's probes with the whole {size} written (mean ± 95 % interval over "
+           "seeds)\n", "| arm | seeds | " + " | ".join(f"F1 {unit} {b} | EM {unit} {b}" for b in banks) + " |",
            "|---|---|" + "---|---|" * len(banks)]
     fig = Figure(figsize=(16, 4), dpi=100)
     left, right, cost = fig.subplots(1, 3)
@@ -352,7 +359,7 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
             steps = len(curves[0])
             first = [sum(c[k] for c in curves) / len(curves) for k in range(steps)]
             right.plot(range(1, steps + 1), first, marker="o", markersize=3, color=f"C{i % 10}", label=arm)
-    retention = ["\n## The first step's probes as the bank grows (largest bank, mean over seeds)\n"]
+    retention = [f"\n## The first step's probes as the {size} grows (largest {size}, mean over seeds)\n"]
     first_rows = {arm: by_bank.get(largest, []) for arm, by_bank in sorted(arms.items())}
     width = max((len(r.get("retention_matrix") or []) for rs in first_rows.values() for r in rs), default=0)
     retention += ["| arm | " + " | ".join(f"after step {k + 1}" for k in range(width)) + " |",
@@ -363,9 +370,9 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
         retention.append(f"| {arm} | " + " | ".join(cells) + " |")
     left.set_xscale("log")
     left.set_xticks(banks, [str(b) for b in banks])
-    left.set_xlabel("documents in the bank (stream)")
+    left.set_xlabel("documents in the bank" if unit == "bank" else "documents in the stream")
     left.set_ylabel("F1, every document's probes")
-    right.set_xlabel(f"stream step (bank {largest})")
+    right.set_xlabel(f"stream step ({size} of {largest})")
     right.set_ylabel("F1 on the first step's probes")
     cost.set_xscale("log")
     if cost.lines:
@@ -448,22 +455,103 @@ def seeds_section(rows: list[dict], path: Path) -> str:
     return "\n".join(out) + "\n"
 
 
-def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
-    """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
+# The report's sections by name (what a `<!-- report DIR SECTION -->` block of a document asks for) and the
+# figure each draws into the output directory.
+SECTION_FIGURES = {"runs": "comparison.png", "retention_by_age": "retention_by_age.png",
+                   "transfer_arms": "transfer_arms.png", "bank_sizes": "bank_sizes.png", "seeds": "seeds.png"}
+
+
+def report_sections(exp_dir: Path, out_dir: Path | None = None) -> dict[str, str]:
+    """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return each section's
+    markdown by name (SECTION_FIGURES; a section the runs give nothing for is empty)."""
     exp_dir = Path(exp_dir)
     rows = collect_results(exp_dir)
     out_dir = Path(out_dir) if out_dir is not None else exp_dir
     check_writable_dir(out_dir, "--out" if out_dir != exp_dir else "experiment directory")
     out_dir.mkdir(parents=True, exist_ok=True)
     columns = metric_columns(rows)
-    table = results_table(rows, columns) + retention_by_age_section(rows, out_dir / "retention_by_age.png")
-    table += transfer_arms_section(rows, out_dir / "transfer_arms.png")
-    table += bank_sizes_section(rows, out_dir / "bank_sizes.png")
-    table += seeds_section(rows, out_dir / "seeds.png")
+    sections = {"runs": results_table(rows, columns),
+                "retention_by_age": retention_by_age_section(rows, out_dir / "retention_by_age.png"),
+                "transfer_arms": transfer_arms_section(rows, out_dir / "transfer_arms.png"),
+                "bank_sizes": bank_sizes_section(rows, out_dir / "bank_sizes.png"),
+                "seeds": seeds_section(rows, out_dir / "seeds.png")}
+    table = "".join(sections.values())
     (out_dir / "comparison.md").write_text(f"# {exp_dir.name}: {len(rows)} runs\n\n{table}", encoding="utf-8")
     (out_dir / "comparison.csv").write_text(comparison_csv(rows, columns), encoding="utf-8")
     plot_comparison(rows, out_dir / "comparison.png", title=exp_dir.name)
-    return table
+    return sections
+
+
+def build_report(exp_dir: Path, out_dir: Path | None = None) -> str:
+    """Write comparison.md / .csv / .png for `exp_dir` into `out_dir` (default `exp_dir`); return the table."""
+    return "".join(report_sections(exp_dir, out_dir).values())
+
+
+BLOCK_START, BLOCK_END = "<!-- report ", "<!-- /report -->"
+
+
+def fill_document(document: Path, exp_dir: Path, sections: dict[str, str], out_dir: Path) -> int:
+    """Replace, in the markdown file `document`, every block written for `exp_dir`
+
+        <!-- report runs/bench seeds figure=img/bench_retention.png -->
+        (anything: replaced)
+        <!-- /report -->
+
+    with that section of the report (its own heading left out, lower headings kept as bold lines); with
+    `figure=` the section's figure is copied there (relative to the document). Blocks naming other experiment
+    directories are left as they are. The file is written only when every block of this directory is valid.
+    Returns the number of blocks filled."""
+    if not document.is_file():
+        raise UserError(f"--into {document}: no such file; give the markdown file that holds the report blocks")
+    lines = document.read_text(encoding="utf-8").splitlines()
+    out, figures, filled, i = [], [], 0, 0
+    while i < len(lines):
+        line = lines[i]
+        out.append(line)
+        i += 1
+        if not line.startswith(BLOCK_START) or not line.rstrip().endswith("-->"):
+            continue
+        words = line[len(BLOCK_START):].rstrip()[:-3].split()
+        if len(words) < 2:
+            raise UserError(f"--into {document}:{i}: a report block names its experiment directory and section, "
+                            f"e.g. '{BLOCK_START}runs/bench seeds -->'")
+        where, name, options = words[0], words[1], words[2:]
+        end = next((j for j in range(i, len(lines)) if lines[j].strip() == BLOCK_END), None)
+        if end is None:
+            raise UserError(f"--into {document}:{i}: the report block has no '{BLOCK_END}' line after it; add one")
+        if Path(where).resolve() != exp_dir.resolve():
+            continue  # another experiment's block: kept, filled by its own report
+        if name not in sections:
+            raise UserError(f"--into {document}:{i}: no report section {name!r}{did_you_mean(name, sections)}; "
+                            f"sections: {', '.join(sections)}")
+        body = [f"**{t[3:]}**" if t.startswith("## ") else t for t in sections[name].strip("\n").splitlines()]
+        if body and body[0].startswith("**"):
+            body = body[1:]  # the section's own heading: the document has its own
+        if not any(t.strip() for t in body):
+            raise UserError(f"--into {document}:{i}: {exp_dir} gives nothing for section {name!r} (its runs have "
+                            "no such results); remove the block or report another directory")
+        for option in options:
+            key, _, value = option.partition("=")
+            if key != "figure" or not value:
+                raise UserError(f"--into {document}:{i}: unknown block option {option!r}; the one option is "
+                                "figure=PATH (relative to the document)")
+            figures.append((out_dir / SECTION_FIGURES[name], document.parent / value))
+        out += [""] + "\n".join(body).strip("\n").splitlines() + [""]
+        i = end
+        filled += 1
+    if not filled:
+        raise UserError(f"--into {document}: no report block for {exp_dir}; add '{BLOCK_START}{exp_dir} seeds -->' "
+                        f"and a '{BLOCK_END}' line where the table goes")
+    for source, _ in figures:
+        if not source.is_file():
+            raise UserError(f"--into {document}: the report drew no {source.name} for {exp_dir}; drop figure= there")
+    tmp = document.with_name(document.name + ".tmp")
+    tmp.write_text("\n".join(out) + "\n", encoding="utf-8")
+    for source, target in figures:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target)
+    os.replace(tmp, document)
+    return filled
 
 
 @cli_entry_point
@@ -471,9 +559,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lit_knowledge.report", description=__doc__.splitlines()[0])
     parser.add_argument("experiment_dir", type=Path, help="runs/<experiment>: holds one directory per run")
     parser.add_argument("--out", type=Path, default=None, help="where to write comparison.* (default: experiment_dir)")
+    parser.add_argument("--into", type=Path, default=None, metavar="DOC.md",
+                        help="also fill this markdown file's report blocks for experiment_dir "
+                             "('<!-- report DIR SECTION [figure=PATH] -->' ... '<!-- /report -->')")
     args = parser.parse_args(argv)
-    table = build_report(args.experiment_dir, args.out)
-    print(table, end="")
+    sections = report_sections(args.experiment_dir, args.out)
+    print("".join(sections.values()), end="")
+    if args.into is not None:
+        n = fill_document(args.into, Path(args.experiment_dir), sections, args.out or Path(args.experiment_dir))
+        print(f"{args.into}: {n} report block{'s' if n != 1 else ''} filled from {args.experiment_dir}")
     return 0
 
 

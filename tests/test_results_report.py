@@ -340,4 +340,47 @@ def test_a_scale_group_tables_the_update_time_per_document_and_storage_by_stream
                                         results("memoryllm-docs100", 20, 2.0, 2048, 0.1)])
     assert "| arm | update s / document, 10 | storage KiB, 10 | retention, 10 | update s / document, 100 |" in text
     assert "| memoryllm | 0.100 | 2 | 0.200 | 0.100 | 2 | 0.100 |" in text
+    assert "## By stream size" in text and "| F1 docs 10 | EM docs 10 |" in text and "bank size" not in text
     assert (tmp_path / "exp" / "bank_sizes.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_into_fills_only_its_own_blocks_of_a_results_page_and_copies_the_figure(tmp_path, capsys):
+    """`report DIR --into page.md` rewrites the page's blocks for DIR from the runs, keeps the author's text and
+    other directories' blocks, copies the section's figure; a bad block is one line and leaves the page as it
+    was."""
+    def results(run, f1):
+        r = qa_results(run=run, method=run.split("-")[0])
+        r["metrics"] = {"efficacy_f1": f1, "retention_f1": f1 / 2}
+        r["curves"] = {"retention_f1": [None, f1 / 2]}
+        return r
+
+    exp = tmp_path / "runs" / "bench"
+    report_of(exp, [results("selfparam-seed0", 0.6), results("selfparam-seed1", 0.8), results("base-seed0", 0.1)])
+    page = tmp_path / "docs" / "bench.md"
+    page.parent.mkdir()
+    other = "<!-- report runs/bench_edits seeds -->\nkept as it was\n<!-- /report -->"
+    page.write_text(f"# Bench\n\nThe author's words.\n\n<!-- report {exp} seeds figure=img/b.png -->\n| stale |\n"
+                    f"<!-- /report -->\n\n{other}\n")
+    assert report.main([str(exp), "--into", str(page)]) == 0
+    text = page.read_text()
+    assert "The author's words." in text and other in text and "| stale |" not in text
+    m, h = report.mean_ci([0.6, 0.8])
+    assert f"| selfparam | 2 | {m:.3f} ± {h:.3f} |" in text and "Every arm over its seeds" not in text
+    assert (page.parent / "img" / "b.png").read_bytes() == (exp / "seeds.png").read_bytes()
+    assert "1 report block filled" in capsys.readouterr().out
+
+    before = page.read_text()
+    for bad, says in [(f"<!-- report {exp} seed -->\n<!-- /report -->", "did you mean seeds"),
+                      (f"<!-- report {exp} seeds -->\nno end", "has no '<!-- /report -->'"),
+                      (f"<!-- report {exp} seeds size=3 -->\n<!-- /report -->", "unknown block option"),
+                      (f"<!-- report {exp} transfer_arms -->\n<!-- /report -->", "gives nothing for section")]:
+        page.write_text(before + "\n" + bad + "\n")
+        assert report.main([str(exp), "--into", str(page)]) == 2
+        err = capsys.readouterr().err
+        assert says in err and len(err.strip().splitlines()) == 1, err
+        assert page.read_text() == before + "\n" + bad + "\n"  # nothing written
+    page.write_text("no blocks here\n")
+    assert report.main([str(exp), "--into", str(page)]) == 2
+    assert "no report block for" in capsys.readouterr().err
+    assert report.main([str(exp), "--into", str(tmp_path / "missing.md")]) == 2
+    assert "no such file" in capsys.readouterr().err

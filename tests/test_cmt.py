@@ -281,6 +281,17 @@ def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_
     assert "| 9 |" in capsys.readouterr().out
 
 
+def test_the_cost_bench_reads_each_document_from_its_own_entry_as_a_bank_of_one_does(tmp_path, tmp_cache):
+    from lit_knowledge.methods.cmt.cost import bank_cost, format_cost
+
+    cfg = load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}"])
+    one = bank_cost(cfg, sizes=[1])  # one document: the bank is its entry, so both reads must agree exactly
+    assert one["rows"][0]["first_docs_f1"] == one["gold_entry_f1"]
+    five = bank_cost(cfg, sizes=[5])
+    assert 0.0 <= five["gold_entry_f1"] <= 1.0 and 0.0 < five["soft_token_overlap"] <= 1.0 + 1e-6
+    assert "reading its own entry alone" in format_cost(one)
+
+
 def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path):
     from lit_knowledge.report import bank_sizes_section, mean_ci
 
@@ -308,3 +319,20 @@ def test_the_meta_training_seed_makes_another_build_over_the_same_reader():
     default, zero, one = (load_config([str(CMT_YAML)], o) for o in ([], ["method.seed=0"], ["method.seed=1"]))
     assert cmt_build(default).key == cmt_build(zero).key != cmt_build(one).key
     assert reader_key(default) == reader_key(one)  # run.seed would change the reader too
+
+
+def test_the_soft_tokens_start_at_their_configured_scale_and_the_old_scale_keeps_its_cache_key(tmp_path):
+    from lit_knowledge.methods.cmt.training import cmt_build, new_cmt_memory
+
+    def cfg(*overrides):
+        return load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}", *overrides])
+
+    recipe = cmt_build(cfg()).recipe
+    assert "soft_token_std" not in recipe["method"]  # 0.02: the recipe (and key) of builds made before the option
+    assert cmt_build(cfg("method.soft_token_std=1.0")).key != cmt_build(cfg()).key
+    from lit_knowledge.methods.components import load_model
+
+    model, _ = load_model(cfg().model, cfg())
+    for std in (0.02, 1.0):
+        soft = new_cmt_memory(cfg(f"method.soft_token_std={std}"), model).compressor.soft_tokens
+        assert abs(float(soft.std()) - std) < 0.25 * std

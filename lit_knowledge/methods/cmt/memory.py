@@ -51,11 +51,12 @@ class Compressor(nn.Module):
     reads at layer l, in the very space it reads context in.
     """
 
-    def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int):
+    def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
+                 soft_token_std: float = 0.02):
         super().__init__()
         self.inp = nn.Linear(hidden, width)
         self.positions = nn.Parameter(torch.randn(max_length, width) * 0.02)
-        self.soft_tokens = nn.Parameter(torch.randn(memory_tokens, width) * 0.02)
+        self.soft_tokens = nn.Parameter(torch.randn(memory_tokens, width) * soft_token_std)
         block = nn.TransformerEncoderLayer(width, heads, 4 * width, dropout=0.0, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(block, layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(width)
@@ -71,16 +72,24 @@ class Compressor(nn.Module):
         scores = query(soft) @ key(read).transpose(1, 2) / soft.shape[-1] ** 0.5
         return scores.masked_fill(mask[:, None, :] == 0, float("-inf")).softmax(-1).nan_to_num(0.0)
 
-    def forward(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
-        """states: the hidden states entering each layer, then the last layer's output, each (B, S, hidden);
-        mask (B, S). Padding is never read."""
+    def encode(self, states: list[torch.Tensor], mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(soft tokens (B, T, width), text tokens (B, S, width)) after the encoder."""
         batch, length = mask.shape
         tokens = self.inp(states[-1]) + self.positions[:length]
         x = torch.cat([tokens, self.soft_tokens.expand(batch, -1, -1)], dim=1)
         ignore = torch.cat([mask == 0, mask.new_zeros(batch, self.soft_tokens.shape[0], dtype=torch.bool)], dim=1)
-        x = self.encoder(x, src_key_padding_mask=ignore)
-        x = self.norm(x)
-        soft, read = x[:, length:], x[:, :length]
+        x = self.norm(self.encoder(x, src_key_padding_mask=ignore))
+        return x[:, length:], x[:, :length]
+
+    def picks(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """Each soft token's weights over the text's tokens for the layers' vectors, (B, T, S)."""
+        soft, read = self.encode(states, mask)
+        return self.pick(self.pick_query, self.pick_key, soft, read, mask)
+
+    def forward(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
+        """states: the hidden states entering each layer, then the last layer's output, each (B, S, hidden);
+        mask (B, S). Padding is never read."""
+        soft, read = self.encode(states, mask)
         weights = self.pick(self.pick_query, self.pick_key, soft, read, mask)  # (B, T, S)
         key_weights = self.pick(self.key_query, self.key_key, soft, read, mask)
         keys = self.out(soft + key_weights @ read)  # what each soft token picked, in the encoder's words
@@ -151,10 +160,11 @@ class CMTMemory(nn.Module):
         width = p.compressor_width or hidden
         self.memory_tokens = T
         self.self_matching, self.top_k_aggregation, self.top_k = p.self_matching, p.top_k_aggregation, p.top_k
-        self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length)
+        self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
+                                     p.soft_token_std)
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor
         self.question_encoder = None if p.self_matching else \
-            Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length)
+            Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length, p.soft_token_std)
         self.aggregator = Aggregator(hidden, p.aggregator_heads, p.aggregator_blocks, p.window)
 
     # ------------------------------------------------------------------------------ the parts

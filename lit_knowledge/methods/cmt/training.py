@@ -53,6 +53,8 @@ def meta_seed(cfg) -> int:
 
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
+    if method["soft_token_std"] == 0.02:  # the value before the field existed: those builds keep their keys
+        del method["soft_token_std"]
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}

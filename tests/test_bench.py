@@ -89,3 +89,7 @@ def test_the_ddp_bench_prints_both_runs_metrics_and_the_ratio_against_its_target
     assert "| split (DDP) | 2 x 1 | 55.0 s | 0.5 |" in text
     assert text.endswith("ratio split / one: 0.55 (target <= 0.6: met)")
     assert format_ddp({**res, "ratio": 0.8}).endswith("(target <= 0.6: missed)")
+    assert "| the rest (start-up, model, data) |" in text and "| split (DDP) | 50.0" not in text  # no split given
+    timed = {**res["split"], "metrics": {**res["split"]["metrics"], "wall_time_s": 50.0, "update_time_total_s": 30.0,
+                                         "eval_time_total_s": 12.5}}
+    assert "| split (DDP) | 50.0 s | 30.0 s | 12.5 s | 7.5 s |" in format_ddp({**res, "split": timed})

@@ -14,7 +14,8 @@ from lit_knowledge import train
 from lit_knowledge.config import load_config
 
 QA_METRICS = ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1", "wall_time_s",
-              "update_time_per_step_s", "extra_storage_bytes", "peak_memory_bytes")
+              "update_time_per_step_s", "update_time_total_s", "eval_time_total_s", "extra_storage_bytes",
+              "peak_memory_bytes")
 META_KEYS = ("git_sha", "config_hash", "wandb_run_id", "start_time", "end_time", "status")
 
 
@@ -98,7 +99,10 @@ def check_run_dir(run_dir: Path, method: str) -> dict:
         assert isinstance(results["metrics"][key], (int, float)), key
     for key in ("efficacy_em", "efficacy_f1", "retention_f1", "locality_f1"):
         assert 0.0 <= results["metrics"][key] <= 1.0, key
-    assert results["metrics"]["wall_time_s"] > 0
+    m = results["metrics"]
+    assert m["wall_time_s"] > 0 and m["eval_time_total_s"] > 0  # every step's probes took some time
+    assert m["update_time_total_s"] + m["eval_time_total_s"] <= m["wall_time_s"]  # the rest is start-up
+    assert m["update_time_total_s"] == pytest.approx(m["update_time_per_step_s"] * m["num_steps"])
     assert results["metrics"]["peak_memory_bytes"] > 0 and results["peak_memory_scope"].startswith("cpu_rss")
     assert results["metrics"]["num_steps"] == 2  # debug.yaml: a two-step world stream
     saved = OmegaConf.load(run_dir / "config.yaml")

@@ -9,7 +9,9 @@ The results dict, the one shape every method and entry point hands over:
       "kind": "qa" | "edit" | "pretrain",
       "metrics": {name: number or None},
           # QA streams:   efficacy_em, efficacy_f1, retention_f1, locality_f1, lm_loss,
-          #               wall_time_s, update_time_per_step_s, extra_storage_bytes, peak_memory_bytes, ...
+          #               wall_time_s, update_time_per_step_s, extra_storage_bytes, peak_memory_bytes,
+          #               update_time_total_s, eval_time_total_s (the wall time spent updating and
+          #               evaluating; the rest is start-up: model, data, teacher caches), ...
           # edit streams: reliability, generalization, locality, portability, lm_loss, ...
       "curves": {name: [value after step 1, after step 2, ...]},   # optional; None allowed
           # an optional "step" entry gives the x values (e.g. number of edits so far);

@@ -89,6 +89,7 @@ class KnowledgeMethod(L.LightningModule):
         self.protocol = self.make_protocol()
         self.history: list[dict] = []
         self.step_times: list[float] = []
+        self.eval_times: list[float] = []  # seconds of each step's evaluation (probes, locality, LM loss)
         self.batches_done = 0  # position in the stream's batch plan (a resumed run skips these)
         self.plan_batches = 0  # the plan's length, known once training starts (StreamWalk)
         # The budget the method spent: optimiser steps and the tokens of the batches it trained on (what the
@@ -193,7 +194,9 @@ class KnowledgeMethod(L.LightningModule):
         self.finish_step(k)
         self.step_times.append(time.perf_counter() - (self._step_started or time.perf_counter()))
         self._step_started = None
+        started = time.perf_counter()
         row = self.protocol.evaluate(self, k)
+        self.eval_times.append(time.perf_counter() - started)
         self.history.append(row)
         scalars = {f"stream/{key}": v for key, v in row.items() if isinstance(v, float)}
         self.log_dict(scalars, on_step=True, on_epoch=False, batch_size=1)
@@ -230,8 +233,11 @@ class KnowledgeMethod(L.LightningModule):
         self.optimizer_steps = -(-self.trained_batches // accumulate)
 
     def add_budget(self, results: dict) -> None:
-        """The arm's budget beside its scores: optimiser steps and trained tokens (wall time is there already)."""
+        """The arm's budget beside its scores: optimiser steps and trained tokens (wall time is there already),
+        and how the wall time divides: updating on the stream, evaluating, and the rest (start, model, data)."""
         if results.get("metrics"):
+            results["metrics"]["update_time_total_s"] = sum(self.step_times)
+            results["metrics"]["eval_time_total_s"] = sum(self.eval_times)
             results["metrics"]["optimizer_steps"] = self.optimizer_steps
             results["metrics"]["train_tokens"] = self.train_tokens
             processes = rank_and_world()[1]
@@ -245,6 +251,7 @@ class KnowledgeMethod(L.LightningModule):
             "config": to_dict(self.cfg),  # a checkpoint says what made it, even away from its run directory
             "history": self.history,
             "step_times": self.step_times,
+            "eval_times": self.eval_times,
             "batches_done": self.batches_done,
             "budget": {"optimizer_steps": self.optimizer_steps, "train_tokens": self.train_tokens,
                        "trained_batches": self.trained_batches, "process_tokens": self.process_tokens},
@@ -256,6 +263,7 @@ class KnowledgeMethod(L.LightningModule):
         state = checkpoint.get("lit_knowledge", {})
         self.history = state.get("history", [])
         self.step_times = state.get("step_times", [])
+        self.eval_times = state.get("eval_times", [])
         self.batches_done = state.get("batches_done", 0)
         budget = state.get("budget", {})
         self.optimizer_steps = budget.get("optimizer_steps", 0)

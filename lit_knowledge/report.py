@@ -501,8 +501,6 @@ def fill_document(document: Path, exp_dir: Path, sections: dict[str, str], out_d
     `figure=` the section's figure is copied there (relative to the document). Blocks naming other experiment
     directories are left as they are. The file is written only when every block of this directory is valid.
     Returns the number of blocks filled."""
-    if not document.is_file():
-        raise UserError(f"--into {document}: no such file; give the markdown file that holds the report blocks")
     lines = document.read_text(encoding="utf-8").splitlines()
     out, figures, filled, i = [], [], 0, 0
     while i < len(lines):
@@ -563,6 +561,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also fill this markdown file's report blocks for experiment_dir "
                              "('<!-- report DIR SECTION [figure=PATH] -->' ... '<!-- /report -->')")
     args = parser.parse_args(argv)
+    if args.into is not None and not args.into.is_file():  # before the report's work, not after
+        raise UserError(f"--into {args.into}: no such file; give the markdown file that holds the report blocks")
     sections = report_sections(args.experiment_dir, args.out)
     print("".join(sections.values()), end="")
     if args.into is not None:

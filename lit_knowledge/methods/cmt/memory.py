@@ -41,6 +41,9 @@ from torch import nn
 
 from lit_knowledge.models.prefix import PrefixReader
 
+# The soft tokens' initial scale before `method.soft_token_std` existed; builds made at it keep their cache keys.
+FIRST_SOFT_TOKEN_STD = 0.02
+
 
 class Compressor(nn.Module):
     """A document's (or question's) hidden states -> its memory: (B, 1 + layers, T, hidden).
@@ -52,7 +55,7 @@ class Compressor(nn.Module):
     """
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
-                 soft_token_std: float = 0.02):
+                 soft_token_std: float = FIRST_SOFT_TOKEN_STD):
         super().__init__()
         self.inp = nn.Linear(hidden, width)
         self.positions = nn.Parameter(torch.randn(max_length, width) * 0.02)

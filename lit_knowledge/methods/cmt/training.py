@@ -35,7 +35,7 @@ from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_example, qa_prompt
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods.cmt.memory import CMTMemory
+from lit_knowledge.methods.cmt.memory import FIRST_SOFT_TOKEN_STD, CMTMemory
 from lit_knowledge.methods.components import base_model_recipe, load_model
 from lit_knowledge.methods.schedules import adamw_warmup_cosine
 from lit_knowledge.models.prefix import greedy_answers
@@ -53,7 +53,7 @@ def meta_seed(cfg) -> int:
 
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
-    if method["soft_token_std"] == 0.02:  # the value before the field existed: those builds keep their keys
+    if method["soft_token_std"] == FIRST_SOFT_TOKEN_STD:  # builds made before the field existed keep their keys
         del method["soft_token_std"]
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,

@@ -18,12 +18,12 @@ import time
 
 import torch
 
-from lit_knowledge.data.prompts import qa_prompt, token_ids
+from lit_knowledge.data.prompts import qa_prompt
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods.memoryllm.training import load_memory_model
+from lit_knowledge.methods.memoryllm.training import load_memory_model, write_texts
 from lit_knowledge.models.generate import lm_loss
-from lit_knowledge.models.prefix import PrefixScorer, greedy_answers, left_padded
+from lit_knowledge.models.prefix import PrefixScorer, greedy_answers
 
 LM_LOSS_TOLERANCE = 0.05
 
@@ -39,10 +39,9 @@ def integrity(cfg, writes: int = 2000, every: int = 250, probe_docs: int = 10, s
 
     @torch.no_grad()
     def write(text: str) -> None:
-        ids, mask = left_padded([token_ids(tokenizer, text)[-cfg.method.chunk_length:]], tokenizer.pad_token_id,
-                                memory.start.device)
         start = time.perf_counter()
-        state["pool"] = memory.update(state["pool"], memory.write(state["pool"], ids, mask), drop)
+        new = write_texts(memory, tokenizer, state["pool"], [text], cfg.method.chunk_length)
+        state["pool"] = memory.update(state["pool"], new, drop)
         state["seconds"] += time.perf_counter() - start
         state["writes"] += 1
         state["since"] += 1

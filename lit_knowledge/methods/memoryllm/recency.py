@@ -22,11 +22,11 @@ import random
 
 import torch
 
-from lit_knowledge.data.prompts import qa_prompt, token_ids
+from lit_knowledge.data.prompts import qa_prompt
 from lit_knowledge.data.world import World
 from lit_knowledge.evaluation.metrics import qa_scores
-from lit_knowledge.methods.memoryllm.training import load_memory_model
-from lit_knowledge.models.prefix import greedy_answers, left_padded
+from lit_knowledge.methods.memoryllm.training import load_memory_model, write_texts
+from lit_knowledge.models.prefix import greedy_answers
 
 POOLS = ("target", "target_then_other", "other_block_first", "target_then_empty")
 
@@ -59,9 +59,7 @@ def recency(cfg, pairs: int = 40, seed: int = 123) -> dict:
     drop = torch.Generator().manual_seed(cfg.run.seed)
 
     def write(pool, text):
-        ids, mask = left_padded([token_ids(tokenizer, text)[-cfg.method.chunk_length:]], tokenizer.pad_token_id,
-                                memory.start.device)
-        return memory.write(pool, ids, mask)
+        return write_texts(memory, tokenizer, pool, [text], cfg.method.chunk_length)
 
     answers = {name: [] for name in POOLS}
     gold = []

@@ -103,6 +103,15 @@ def load_memory_model(cfg, model=None, tokenizer=None) -> tuple[MemoryModel, obj
     return memory, tokenizer
 
 
+def write_texts(memory: MemoryModel, tokenizer, pool: torch.Tensor | None, texts: list[str],
+                chunk_length: int) -> torch.Tensor:
+    """The K new memory tokens of one write of a text per row, (layers, rows, K, hidden): each text's last
+    `chunk_length` tokens, left-padded, written reading `pool`."""
+    rows = [token_ids(tokenizer, t)[-chunk_length:] for t in texts]
+    ids, mask = left_padded(rows, tokenizer.pad_token_id, memory.start.device)
+    return memory.write(pool, ids, mask)
+
+
 def train_memory_module(cfg) -> Path:
     """Train the memory module into the cache (resumable after a preemption notice); its directory."""
     return memory_build(cfg).train(lambda: MemoryTraining(cfg), cfg.method.train_steps, cfg.trainer,
@@ -153,9 +162,7 @@ class MemoryTraining(L.LightningModule):
 
     def write(self, documents: list[str]) -> torch.Tensor:
         """One write of a document per row into the running pools: the K new tokens, (layers, rows, K, hidden)."""
-        rows = [token_ids(self.tokenizer, d)[-self.params.chunk_length:] for d in documents]
-        ids, mask = left_padded(rows, self.tokenizer.pad_token_id, self.device)
-        return self.memory.write(self.pool, ids, mask)
+        return write_texts(self.memory, self.tokenizer, self.pool, documents, self.params.chunk_length)
 
     def questions(self, rng: random.Random, person, known=None) -> list[tuple[str, str]]:
         """Up to questions_per_target (question, answer) pairs about `person`, in any wording."""

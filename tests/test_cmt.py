@@ -262,8 +262,8 @@ def test_meta_training_teaches_the_frozen_llm_to_answer_from_the_bank(tmp_path):
     report = json.loads((cmt_build(cfg).path / "cmt.json").read_text())["report"]
     assert math.isfinite(report["efficacy_f1"])
     assert report["gold_matched_first"] > 0.5, report
-    # +0.135 over the floor after 1,000 steps on one thread (+0.108 after 800); 3,000 steps: +0.6
-    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.1, report
+    # +0.595 over the floor after 1,000 steps on one thread (soft tokens started at 0.02, the first default: +0.135)
+    assert report["efficacy_f1"] > report["no_memory_f1"] + 0.3, report
 
 
 def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_path, tmp_cache, capsys):
@@ -327,9 +327,10 @@ def test_the_soft_tokens_start_at_their_configured_scale_and_the_old_scale_keeps
     def cfg(*overrides):
         return load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}", *overrides])
 
-    recipe = cmt_build(cfg()).recipe
-    assert "soft_token_std" not in recipe["method"]  # 0.02: the recipe (and key) of builds made before the option
-    assert cmt_build(cfg("method.soft_token_std=1.0")).key != cmt_build(cfg()).key
+    assert cmt_build(cfg()).recipe["method"]["soft_token_std"] == 1.0  # the default
+    first = cmt_build(cfg("method.soft_token_std=0.02")).recipe  # the recipe (and key) of builds made before the option
+    assert "soft_token_std" not in first["method"]
+    assert cmt_build(cfg("method.soft_token_std=0.02")).key != cmt_build(cfg()).key
     from lit_knowledge.methods.components import load_model
 
     model, _ = load_model(cfg().model, cfg())

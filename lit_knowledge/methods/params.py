@@ -317,9 +317,10 @@ class CMTParams(MethodParams):
     compressor_width: Optional[int] = doc(None, "Width of the compressor's encoder (null: the LLM's hidden size).",
                                           minimum=1)
     compressor_layers: int = doc(2, "Encoder layers of the compressor.", minimum=1)
-    soft_token_std: float = doc(0.02, "Standard deviation of the compressor's T soft tokens at initialisation. Near "
-                                      "zero they start almost alike, and a meta-training seed can end with every "
-                                      "soft token picking the same words (docs/results/cmt.md).", above=0)
+    soft_token_std: float = doc(1.0, "Standard deviation of the compressor's T soft tokens at initialisation. Near "
+                                     "zero (0.02, the first default) they start almost alike, and a meta-training "
+                                     "seed can end with every soft token picking the same words "
+                                     "(docs/results/cmt.md).", above=0)
     compressor_heads: int = doc(4, "Attention heads of the compressor.", minimum=1)
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)

@@ -259,6 +259,41 @@ def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache
     assert "start" in trained and "write_vector" in trained and any("lora" in n for n in trained)
 
 
+def test_shuffled_reads_in_training_permute_the_memory_read_and_leave_the_running_pool_in_order(tmp_path, tmp_cache):
+    from lit_knowledge.methods.memoryllm.training import MemoryTraining
+
+    def reads(*overrides):
+        cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                          [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
+                           "method.train_batch_size=2", "method.background_rows=0", "method.single_share=1",
+                           "method.multi_share=0", "method.replay_share=0", "method.join_pool_share=1", *overrides])
+        module = MemoryTraining(cfg)
+        module.log = lambda *a, **k: None
+        seen, read = [], module.memory.read
+        module.memory.read = lambda memory, *a, **k: seen.append(memory.detach().clone()) or read(memory, *a, **k)
+        for step in range(2):
+            module.training_step(torch.tensor(step), 0)
+        return seen[-1], module.pool
+
+    from lit_knowledge.methods.memoryllm.training import memory_recipe
+
+    cfg = load_config([str(MEMORYLLM_YAML)], [])
+    assert "shuffle_read_in_training" not in memory_recipe(cfg)["training"]  # off: the keys of earlier builds
+    assert memory_recipe(load_config([str(MEMORYLLM_YAML)], ["method.shuffle_read_in_training=true"])) != \
+        memory_recipe(cfg)
+    plain, pool = reads()
+    shuffled, shuffled_pool = reads("method.shuffle_read_in_training=true")
+    assert torch.equal(plain, pool) and torch.equal(shuffled_pool, pool)  # the same writes; the running pool in order
+    layers, rows = plain.shape[:2]
+    for layer in range(layers):  # the same tokens, in another order
+        for row in range(rows):
+            assert sorted(map(tuple, shuffled[layer, row].tolist())) == sorted(map(tuple, plain[layer, row].tolist()))
+    # the newest write's 8 tokens: one set of places for every layer and row, not the last 8
+    places = {tuple(int((shuffled[layer, row] == token).all(-1).nonzero()[0]) for token in plain[layer, row, -8:])
+              for layer in range(layers) for row in range(rows)}
+    assert len(places) == 1 and places != {tuple(range(24, 32))}
+
+
 def test_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
     """Held out at the level of people: a training step's documents and questions are about fresh people and
     the rehearsal half of the background, never about a stream person (test or dev stream) or a person locality
@@ -388,5 +423,5 @@ def test_the_recency_probe_moves_the_same_tokens_and_reports_every_pool(tmp_path
                       [f"run.root={tmp_path}", "method.train_steps=0", "method.pool_size=32", "method.write_size=8"])
     res = recency(cfg, pairs=2)
     assert set(res["f1"]) == set(POOLS) and res["probes"] > 0
-    assert all(0.0 <= f <= 1.0 for f in res["f1"].values())
-    assert "| other_block_first |" in format_recency(res)
+    assert all(0.0 <= f <= 1.0 for f in [*res["f1"].values(), res["empty_memory_f1"]])
+    assert "| other_block_first |" in format_recency(res) and "| empty memory (the floor) |" in format_recency(res)

@@ -230,6 +230,10 @@ class MemoryLLMParams(MethodParams):
                                    "ones, never the newest (docs/results/memoryllm.md compares both on the dev stream).",
                             choices=("any", "earlier"))
     max_contexts: int = doc(8, "Most documents written in one several-contexts step (curriculum's end).", minimum=2)
+    shuffle_read_in_training: bool = doc(False, "Training only, not the paper's: the memory a question reads is "
+                                                "shuffled along the pool (one order per step), so a token's place "
+                                                "says nothing of its age and a document must be found by content "
+                                                "(docs/results/memoryllm.md). The running pool keeps its order.")
     curriculum_steps: int = doc(1500, "Steps over which the most contexts grows from 2 to max_contexts.", minimum=1)
     replay_share: float = doc(0.2, "Share of steps replaying an earlier step's questions after the writes made since "
                                    "(gradient through the read only).", minimum=0, maximum=1)

@@ -13,7 +13,8 @@ the model no longer reads them. Four pools over the same two documents tell whic
   and nothing new is there to read.
 
 If `other_block_first` and `target_then_empty` answer as well as `target` while `target_then_other` does not,
-the tokens still hold A, and the model answers from whatever sits in the last K places.
+the tokens still hold A, and the model answers from whatever sits in the last K places. The floor beside them is
+the same probes read with an empty memory (the start vectors alone).
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def recency(cfg, pairs: int = 40, seed: int = 123) -> dict:
         return write_texts(memory, tokenizer, pool, [text], cfg.method.chunk_length)
 
     answers = {name: [] for name in POOLS}
-    gold = []
+    floor, gold = [], []
     for _ in range(pairs):
         person, other = world.fresh_person(rng), world.fresh_person(rng)
         target_doc, other_doc = world.document(person, rng), world.document(other, rng)
@@ -71,9 +72,11 @@ def recency(cfg, pairs: int = 40, seed: int = 123) -> dict:
         asked = [(q, a) for _, q, a in world.questions(person, "probe", [person])]
         prompts = [qa_prompt(q) for q, _ in asked]
         gold += [[a] for _, a in asked]
+        floor += greedy_answers(memory, None, tokenizer, prompts)
         for name, pool in recency_pools(memory, target_tokens, other_tokens, drop).items():
             answers[name] += greedy_answers(memory, pool, tokenizer, prompts)
-    return {"f1": {name: qa_scores(answers[name], gold)["f1"] for name in POOLS}, "pairs": pairs,
+    return {"f1": {name: qa_scores(answers[name], gold)["f1"] for name in POOLS},
+            "empty_memory_f1": qa_scores(floor, gold)["f1"], "pairs": pairs,
             "probes": len(gold), "pool_size": memory.pool_size, "write_size": memory.write_size}
 
 
@@ -82,4 +85,5 @@ def format_recency(res: dict) -> str:
     lines = [f"MemoryLLM recency: N = {res['pool_size']}, K = {res['write_size']}, {res['pairs']} pairs of documents, "
              f"{res['probes']} probes about the first", "", "| pool | F1 |", "|---|---|"]
     lines += [f"| {name} | {f1[name]:.3f} |" for name in POOLS]
+    lines.append(f"| empty memory (the floor) | {res['empty_memory_f1']:.3f} |")
     return "\n".join(lines)

@@ -14,6 +14,9 @@ written step after step, as the stream will write it. The paper's three regimes,
 - **replay** (`replay_share`): questions of an earlier step asked again after the writes made since, from
   the running pool (gradient through the read only).
 
+With `shuffle_read_in_training` (not the paper's) the memory a step's questions read is put in a random order, so
+the module cannot learn that the asked document sits in the pool's last K places.
+
 Each step also adds `background_rows` rows of questions about what the model knew before any write (the
 rehearsal half of the world's background; locality asks only about the other half), read with the same pools,
 so that reading a full memory does not drown the model's own knowledge.
@@ -58,6 +61,8 @@ def memory_recipe(cfg) -> dict:
     m = cfg.method
     training = {f: m[f] for f in TRAINING_FIELDS}
     training["train_pool_size"] = m.train_pool_size or m.pool_size
+    if m.shuffle_read_in_training:  # off, the recipe (and key) of the modules built before the option
+        training["shuffle_read_in_training"] = True
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
@@ -214,6 +219,8 @@ class MemoryTraining(L.LightningModule):
                 self.replay = asked
         known = len(draw.background)  # rows about what the model already knows, read with the same pools
         memory = torch.cat([memory, memory[:, :known]], dim=1)
+        if self.params.shuffle_read_in_training:  # the newest write no longer sits in the last K places
+            memory = memory[:, :, torch.randperm(memory.shape[2], generator=drop).to(memory.device)]
         batch = collate([encode_dialogue(self.tokenizer, None, qa, self.cfg.data.max_length)
                          for qa in asked + draw.background], self.tokenizer.pad_token_id)
         batch = {k: v.to(self.device) for k, v in batch.items()}

@@ -327,10 +327,10 @@ def test_the_soft_tokens_start_at_their_configured_scale_and_the_old_scale_keeps
     def cfg(*overrides):
         return load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}", *overrides])
 
-    assert cmt_build(cfg()).recipe["method"]["soft_token_std"] == 1.0  # the default
-    first = cmt_build(cfg("method.soft_token_std=0.02")).recipe  # the recipe (and key) of builds made before the option
-    assert "soft_token_std" not in first["method"]
-    assert cmt_build(cfg("method.soft_token_std=0.02")).key != cmt_build(cfg()).key
+    default, first = cmt_build(cfg()), cmt_build(cfg("method.soft_token_std=0.02"))
+    assert default.recipe["method"]["soft_token_std"] == 1.0
+    assert "soft_token_std" not in first.recipe["method"]  # 0.02: the recipe (and key) of builds made before the option
+    assert first.key != default.key
     from lit_knowledge.methods.components import load_model
 
     model, _ = load_model(cfg().model, cfg())

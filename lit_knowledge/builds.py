@@ -58,6 +58,12 @@ def cache_root(cfg) -> Path:
     return root(cfg.run.cache_dir)
 
 
+def keyed_as_before(recipe: dict, value_before: dict) -> dict:
+    """`recipe` without each field that holds the value builds had before the field existed (`value_before`), so
+    adding an option to a recipe keeps the cache keys of everything built without it."""
+    return {k: v for k, v in recipe.items() if k not in value_before or v != value_before[k]}
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 

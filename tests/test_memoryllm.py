@@ -260,7 +260,7 @@ def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache
 
 
 def test_shuffled_reads_in_training_permute_the_memory_read_and_leave_the_running_pool_in_order(tmp_path, tmp_cache):
-    from lit_knowledge.methods.memoryllm.training import MemoryTraining
+    from lit_knowledge.methods.memoryllm.training import MemoryTraining, memory_recipe
 
     def reads(*overrides):
         cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
@@ -274,8 +274,6 @@ def test_shuffled_reads_in_training_permute_the_memory_read_and_leave_the_runnin
         for step in range(2):
             module.training_step(torch.tensor(step), 0)
         return seen[-1], module.pool
-
-    from lit_knowledge.methods.memoryllm.training import memory_recipe
 
     cfg = load_config([str(MEMORYLLM_YAML)], [])
     assert "shuffle_read_in_training" not in memory_recipe(cfg)["training"]  # off: the keys of earlier builds

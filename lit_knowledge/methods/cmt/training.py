@@ -29,7 +29,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from lit_knowledge.builds import CachedBuild, cache_root
+from lit_knowledge.builds import CachedBuild, cache_root, keyed_as_before
 from lit_knowledge.config import to_dict
 from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_example, qa_prompt
@@ -53,8 +53,7 @@ def meta_seed(cfg) -> int:
 
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
-    if method["soft_token_std"] == FIRST_SOFT_TOKEN_STD:  # builds made before the field existed keep their keys
-        del method["soft_token_std"]
+    method = keyed_as_before(method, {"soft_token_std": FIRST_SOFT_TOKEN_STD})
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}

@@ -34,7 +34,7 @@ from pathlib import Path
 import lightning as L
 import torch
 
-from lit_knowledge.builds import CachedBuild, cache_root
+from lit_knowledge.builds import CachedBuild, cache_root, keyed_as_before
 from lit_knowledge.config import to_dict
 from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_dialogue, qa_prompt, token_ids
@@ -54,15 +54,15 @@ ADAPTER = "adapter"
 WEIGHTS = "model"
 TRAINING_FIELDS = ("train_steps", "train_lr", "train_batch_size", "train_pool_size", "write_size", "chunk_length",
                    "questions_per_target", "single_share", "join_pool_share", "multi_share", "max_contexts",
-                   "curriculum_steps", "replay_share", "background_rows", "multi_target")
+                   "curriculum_steps", "replay_share", "background_rows", "multi_target",
+                   "shuffle_read_in_training")
 
 
 def memory_recipe(cfg) -> dict:
     m = cfg.method
     training = {f: m[f] for f in TRAINING_FIELDS}
     training["train_pool_size"] = m.train_pool_size or m.pool_size
-    if m.shuffle_read_in_training:  # off, the recipe (and key) of the modules built before the option
-        training["shuffle_read_in_training"] = True
+    training = keyed_as_before(training, {"shuffle_read_in_training": False})
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}

@@ -95,6 +95,13 @@ def build_strategy(cfg, model=None):
             import deepspeed  # noqa: F401
         except ImportError:
             raise UserError(f"trainer.strategy={name} needs deepspeed: pip install -e '.[deepspeed]'") from None
+    if name == "ddp":
+        from lightning.pytorch.strategies import DDPStrategy
+
+        # No module here keeps a buffer that training changes (rotary tables are constant; method state that
+        # is not a weight is written identically on every rank), so the copy of rank 0's buffers DDP would make
+        # before every forward is a collective per step for nothing.
+        return DDPStrategy(broadcast_buffers=False)
     if name != "fsdp":
         return name
     from lightning.pytorch.strategies import FSDPStrategy

@@ -157,6 +157,28 @@ def test_check_allocation_without_slurm_is_a_no_op(monkeypatch):
         check_allocation(make_cfg(devices=8).trainer)
 
 
+# ---------------------------------------------------------------------------------------------- strategies
+
+
+def test_ddp_does_not_copy_rank_zeros_buffers_before_every_forward():
+    from lightning.pytorch.strategies import DDPStrategy
+
+    from lit_knowledge.methods.components import load_model
+    from lit_knowledge.train import build_strategy
+
+    cfg = make_cfg(strategy="ddp")
+    strategy = build_strategy(cfg)
+    assert isinstance(strategy, DDPStrategy) and strategy._ddp_kwargs == {"broadcast_buffers": False}
+    assert build_strategy(make_cfg(strategy="auto")) == "auto"
+    # What makes that safe: the model's only buffers are its rotary tables, which training never changes,
+    # and no method registers buffers of its own (its non-weight state is kept identical on every rank).
+    cfg.model.name = "tiny"
+    model, _ = load_model(cfg.model, cfg)
+    assert {name.rsplit(".", 1)[-1] for name, _ in model.named_buffers()} <= {"inv_freq", "original_inv_freq"}
+    package = Path(__file__).resolve().parents[1] / "lit_knowledge"
+    assert not [p for p in package.rglob("*.py") if "register_buffer" in p.read_text()]
+
+
 # ---------------------------------------------------------------------------------------------- sbatch_command
 
 

@@ -335,6 +335,10 @@ def main(argv=None) -> int:
         print(f"dry run ok: method={cfg.method.name} model={cfg.model.name} data={cfg.data.source} {counts}")
         return 0
     results = run_experiment(cfg, args.resume)
+    from lit_knowledge.run import global_rank
+
+    if global_rank() != 0:  # under DDP (Lightning's launcher, torchrun or srun) one process reports the run
+        return 0
     from lit_knowledge.evaluation import main_metrics
     from lit_knowledge.evaluation.results import results_table
 

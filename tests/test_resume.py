@@ -193,6 +193,7 @@ def test_two_process_ddp_on_cpu_splits_the_batches_and_scores_as_one_process(tmp
     cmd = train_cmd(two, *calm, "trainer.strategy=ddp", "trainer.devices=2")
     proc = subprocess.run(cmd, env=cli_env(reader_cache), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("run directory:") == 1  # one process reports the run, not each rank
     d = run_dir(two)
     meta = json.loads((d / "run_meta.json").read_text())
     assert meta["status"] == "completed"

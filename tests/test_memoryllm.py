@@ -292,6 +292,44 @@ def test_shuffled_reads_in_training_permute_the_memory_read_and_leave_the_runnin
     assert len(places) == 1 and places != {tuple(range(24, 32))}
 
 
+def test_gradient_through_earlier_writes_reaches_every_write_of_a_several_contexts_step(tmp_path, tmp_cache):
+    """The paper's several-contexts regime writes all but the last document without gradient; the option keeps the
+    gradient of every write, so the loss trains the earlier writes too, through their surviving tokens and the
+    writes that read them. Off by default, with the keys of earlier builds."""
+    from lit_knowledge.methods.memoryllm.training import MemoryTraining, memory_recipe
+
+    def writes(*overrides):
+        cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
+                          [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
+                           "method.train_batch_size=2", "method.background_rows=0", "method.single_share=0",
+                           "method.multi_share=1", "method.replay_share=0", "method.max_contexts=3",
+                           "method.curriculum_steps=1", *overrides])
+        module = MemoryTraining(cfg)
+        module.log = lambda *a, **k: None
+        made, write = [], module.write
+
+        def keep(documents):
+            out = write(documents)
+            if out.requires_grad:
+                out.retain_grad()
+            made.append(out)
+            return out
+
+        module.write = keep
+        module.training_step(torch.tensor(3), 0).backward()
+        assert len(made) >= 2 and not module.pool.requires_grad
+        return made
+
+    cfg = load_config([str(MEMORYLLM_YAML)], [])
+    assert "gradient_through_earlier_writes" not in memory_recipe(cfg)["training"]
+    assert memory_recipe(load_config([str(MEMORYLLM_YAML)], ["method.gradient_through_earlier_writes=true"])) != \
+        memory_recipe(cfg)
+    paper = writes()
+    assert [w.requires_grad for w in paper] == [False] * (len(paper) - 1) + [True]
+    chained = writes("method.gradient_through_earlier_writes=true")
+    assert all(w.grad is not None and w.grad.abs().sum() > 0 for w in chained)
+
+
 def test_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
     """Held out at the level of people: a training step's documents and questions are about fresh people and
     the rehearsal half of the background, never about a stream person (test or dev stream) or a person locality

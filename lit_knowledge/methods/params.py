@@ -234,6 +234,10 @@ class MemoryLLMParams(MethodParams):
                                                 "shuffled along the pool (one order per step), so a token's place "
                                                 "says nothing of its age and a document must be found by content "
                                                 "(docs/results/memoryllm.md). The running pool keeps its order.")
+    gradient_through_earlier_writes: bool = doc(
+        False, "Training only, not the paper's: in the several-contexts regime every write of the step keeps its "
+               "gradient (the paper writes all but the last without), so a question about an earlier document "
+               "trains the write that made its surviving tokens, and the writes after it that read them.")
     curriculum_steps: int = doc(1500, "Steps over which the most contexts grows from 2 to max_contexts.", minimum=1)
     replay_share: float = doc(0.2, "Share of steps replaying an earlier step's questions after the writes made since "
                                    "(gradient through the read only).", minimum=0, maximum=1)

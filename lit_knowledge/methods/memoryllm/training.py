@@ -15,7 +15,9 @@ written step after step, as the stream will write it. The paper's three regimes,
   the running pool (gradient through the read only).
 
 With `shuffle_read_in_training` (not the paper's) the memory a step's questions read is put in a random order, so
-the module cannot learn that the asked document sits in the pool's last K places.
+the module cannot learn that the asked document sits in the pool's last K places. With
+`gradient_through_earlier_writes` (not the paper's either) no write of a several-contexts step is made without
+gradient: a question about an earlier document reaches the write that made its surviving tokens.
 
 Each step also adds `background_rows` rows of questions about what the model knew before any write (the
 rehearsal half of the world's background; locality asks only about the other half), read with the same pools,
@@ -55,14 +57,14 @@ WEIGHTS = "model"
 TRAINING_FIELDS = ("train_steps", "train_lr", "train_batch_size", "train_pool_size", "write_size", "chunk_length",
                    "questions_per_target", "single_share", "join_pool_share", "multi_share", "max_contexts",
                    "curriculum_steps", "replay_share", "background_rows", "multi_target",
-                   "shuffle_read_in_training")
+                   "shuffle_read_in_training", "gradient_through_earlier_writes")
 
 
 def memory_recipe(cfg) -> dict:
     m = cfg.method
     training = {f: m[f] for f in TRAINING_FIELDS}
     training["train_pool_size"] = m.train_pool_size or m.pool_size
-    training = keyed_as_before(training, {"shuffle_read_in_training": False})
+    training = keyed_as_before(training, {"shuffle_read_in_training": False, "gradient_through_earlier_writes": False})
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
@@ -204,12 +206,14 @@ class MemoryTraining(L.LightningModule):
             asked, memory = self.replay, self.pool
             self.replay = None
         else:
+            chained = draw.regime == "multi" and self.params.gradient_through_earlier_writes
             for group in draw.documents[:-1]:
-                with torch.no_grad():
+                with torch.set_grad_enabled(chained):
                     self.pool = self.memory.update(self.pool, self.write(group), drop)
             new = self.write(draw.documents[-1])  # the write that carries gradient
             if draw.join_pool or self.pool is None:
-                memory = self.memory.update(None if self.pool is None else self.pool.detach(), new, drop)
+                earlier = None if self.pool is None else self.pool if chained else self.pool.detach()
+                memory = self.memory.update(earlier, new, drop)
                 self.pool = memory.detach()
             else:
                 memory = new

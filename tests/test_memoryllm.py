@@ -243,14 +243,19 @@ def test_a_long_document_is_written_as_chunks_of_at_least_k_tokens(tmp_path, tmp
     assert chunks[0] == ids[:12] and chunks[-1][-3:] == ids[-3:]  # in order, from the first token to the last
 
 
-def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache):
+def small_training(tmp_path, *overrides):
+    """The memory module's training on the debug reader with a pool of 32 and writes of 8, not logging."""
     from lit_knowledge.methods.memoryllm.training import MemoryTraining
 
     cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
-                      [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
-                       "method.train_batch_size=3", "method.background_rows=2"])
+                      [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8", *overrides])
     module = MemoryTraining(cfg)
     module.log = lambda *a, **k: None
+    return module
+
+
+def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache):
+    module = small_training(tmp_path, "method.train_batch_size=3", "method.background_rows=2")
     for step in range(4):
         loss = module.training_step(torch.tensor(step), 0)
         loss.backward()
@@ -260,15 +265,12 @@ def test_training_keeps_the_running_pool_out_of_the_gradient(tmp_path, tmp_cache
 
 
 def test_shuffled_reads_in_training_permute_the_memory_read_and_leave_the_running_pool_in_order(tmp_path, tmp_cache):
-    from lit_knowledge.methods.memoryllm.training import MemoryTraining, memory_recipe
+    from lit_knowledge.methods.memoryllm.training import memory_recipe
 
     def reads(*overrides):
-        cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
-                          [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
-                           "method.train_batch_size=2", "method.background_rows=0", "method.single_share=1",
-                           "method.multi_share=0", "method.replay_share=0", "method.join_pool_share=1", *overrides])
-        module = MemoryTraining(cfg)
-        module.log = lambda *a, **k: None
+        module = small_training(tmp_path, "method.train_batch_size=2", "method.background_rows=0",
+                                "method.single_share=1", "method.multi_share=0", "method.replay_share=0",
+                                "method.join_pool_share=1", *overrides)
         seen, read = [], module.memory.read
         module.memory.read = lambda memory, *a, **k: seen.append(memory.detach().clone()) or read(memory, *a, **k)
         for step in range(2):
@@ -296,16 +298,12 @@ def test_gradient_through_earlier_writes_reaches_every_write_of_a_several_contex
     """The paper's several-contexts regime writes all but the last document without gradient; the option keeps the
     gradient of every write, so the loss trains the earlier writes too, through their surviving tokens and the
     writes that read them. Off by default, with the keys of earlier builds."""
-    from lit_knowledge.methods.memoryllm.training import MemoryTraining, memory_recipe
+    from lit_knowledge.methods.memoryllm.training import memory_recipe
 
     def writes(*overrides):
-        cfg = load_config([str(MEMORYLLM_YAML), str(DEBUG_YAML)],
-                          [f"run.root={tmp_path}", "method.pool_size=32", "method.write_size=8",
-                           "method.train_batch_size=2", "method.background_rows=0", "method.single_share=0",
-                           "method.multi_share=1", "method.replay_share=0", "method.max_contexts=3",
-                           "method.curriculum_steps=1", *overrides])
-        module = MemoryTraining(cfg)
-        module.log = lambda *a, **k: None
+        module = small_training(tmp_path, "method.train_batch_size=2", "method.background_rows=0",
+                                "method.single_share=0", "method.multi_share=1", "method.replay_share=0",
+                                "method.max_contexts=3", "method.curriculum_steps=1", *overrides)
         made, write = [], module.write
 
         def keep(documents):

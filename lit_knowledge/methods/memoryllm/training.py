@@ -212,7 +212,7 @@ class MemoryTraining(L.LightningModule):
                     self.pool = self.memory.update(self.pool, self.write(group), drop)
             new = self.write(draw.documents[-1])  # the write that carries gradient
             if draw.join_pool or self.pool is None:
-                earlier = None if self.pool is None else self.pool if chained else self.pool.detach()
+                earlier = self.pool if chained or self.pool is None else self.pool.detach()
                 memory = self.memory.update(earlier, new, drop)
                 self.pool = memory.detach()
             else:

@@ -105,6 +105,20 @@ class RunDir:
         self.checked = (resume, self.resume_checkpoint(resume))
         return self.checked[1]
 
+    def completed_results(self, resume: str = "auto") -> dict | None:
+        """The results of this directory's run when it completed (`--resume auto` only), else None.
+
+        A completed run is not run again: resuming it would only repeat its evaluation and overwrite its wall
+        time and peak memory with the repeat's. `--resume never` runs it afresh.
+        """
+        if resume != "auto" or self._read_meta().get("status") != "completed":
+            return None
+        try:
+            results = json.loads((self.path / "results.json").read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError):
+            return None  # no readable results: the run resumes from its checkpoint and writes them again
+        return {**results, "run_dir": str(self.path)}
+
     def start(self, resume: str = "auto") -> str | None:
         """Create or reopen the directory; return the checkpoint to resume from (or None).
 

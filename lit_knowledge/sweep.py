@@ -15,7 +15,8 @@ whose own seed is a field); `--only <name>` then picks all of its seeds. Set `pr
 so that every seed reads the same reader (run.seed alone would pretrain one reader per seed).
 
 Each run is an ordinary `python -m lit_knowledge.train --config ... overrides run.name=<name>` run, so
-any row can be reproduced alone; at the end the comparison table of the experiment is printed and
+any row can be reproduced alone, and running the group again skips the runs that completed (their results are
+read back as written) and resumes the others; at the end the comparison table of the experiment is printed and
 written (`python -m lit_knowledge.report runs/<experiment>`). Extra `key=value` arguments on the command
 line apply to every run (e.g. `data.world.num_steps=2` for a quick look).
 """

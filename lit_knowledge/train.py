@@ -246,6 +246,11 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
     check_trainer(cfg)
     run = RunDir(cfg)
     run.check(resume)
+    done = run.completed_results(resume)
+    if done is not None:
+        print(f"lit_knowledge: {run.name} has completed; its results are in {run.path} (pass --resume never to run "
+              "it again)", file=sys.stderr)
+        return done
     L.seed_everything(cfg.run.seed, workers=True, verbose=False)
     started, peak = time.perf_counter(), PeakMemory()
     preemption.phase = "the build of the data and the model"

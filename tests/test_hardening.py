@@ -86,9 +86,38 @@ def test_a_corrupt_last_ckpt_is_replaced_and_hpc_checkpoints_go_when_the_run_com
     assert not list(d.glob("hpc_ckpt_*.ckpt"))  # the completed run's last.ckpt holds everything they held
     assert json.loads((d / "run_meta.json").read_text())["status"] == "completed"
 
-    train.run_experiment(ft_qa(tmp_path, *every), resume="auto")  # nothing more to train
+    resumed = train.run_experiment(ft_qa(tmp_path, *every), resume="auto")  # nothing more to train
     err = capsys.readouterr().err
-    assert "skipping" not in err and "resuming r from" in err and f"global step {final}" in err
+    assert "skipping" not in err and "resuming" not in err and "r has completed" in err
+    assert resumed["run_dir"] == str(d) and checkpoint_step(last) == final
+
+
+@pytest.mark.slow  # two tiny in-process runs: ~15 s
+def test_a_completed_run_is_not_run_again_unless_asked(tmp_path, capsys):
+    """The same command (or a sweep over its group) reports a completed run as it is: its wall time and peak
+    memory are the whole run's, not a repeat's; --resume never runs it afresh."""
+    first = train.run_experiment(ft_qa(tmp_path), resume="auto")
+    d = run_dir(tmp_path)
+    written = (d / "results.json").read_text()
+    meta = json.loads((d / "run_meta.json").read_text())
+    capsys.readouterr()
+
+    again = train.run_experiment(ft_qa(tmp_path), resume="auto")
+    assert "r has completed" in capsys.readouterr().err
+    assert (d / "results.json").read_text() == written
+    assert json.loads((d / "run_meta.json").read_text()) == meta  # not reopened: same end time, same status
+    assert again["metrics"]["wall_time_s"] == pytest.approx(first["metrics"]["wall_time_s"])
+    assert again["metrics"]["efficacy_f1"] == pytest.approx(first["metrics"]["efficacy_f1"])
+
+    afresh = train.run_experiment(ft_qa(tmp_path), resume="never")
+    assert "has completed" not in capsys.readouterr().err
+    assert afresh["metrics"]["wall_time_s"] != first["metrics"]["wall_time_s"]
+    assert json.loads((d / "run_meta.json").read_text())["start_time"] >= meta["start_time"]
+
+    (d / "results.json").write_text("{")  # results lost to a crash after the status was written: resume again
+    train.run_experiment(ft_qa(tmp_path), resume="auto")
+    assert "resuming r from" in capsys.readouterr().err
+    assert json.loads((d / "results.json").read_text())["metrics"]
 
 
 def test_runs_checkpoint_every_30_minutes_by_default(tmp_path):

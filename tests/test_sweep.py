@@ -3,6 +3,9 @@
 import pytest
 from conftest import GROUP_FILES
 
+from omegaconf import OmegaConf
+
+from lit_knowledge.config import config_hash, identity
 from lit_knowledge.errors import UserError
 from lit_knowledge.sweep import plan_group, read_group
 
@@ -13,6 +16,13 @@ def test_every_group_and_its_runs_validate(path):
     planned = plan_group(str(path))
     assert [name for name, _ in planned] == [run["name"] for run in group["runs"]]
     assert all(cfg.run.name == name for name, cfg in planned)
+    # No two runs of a group are the same run under two names: a shared config that changed under a group's
+    # earlier rows (a setting later chosen into it) must be pinned in those rows' overrides.
+    seen = {}
+    for name, cfg in planned:
+        key = config_hash(identity(OmegaConf.merge(cfg, {"run": {"name": None}})))
+        assert key not in seen, f"{path.name}: runs {seen[key]} and {name} resolve to the same config"
+        seen[key] = name
 
 
 def test_a_run_may_bring_its_own_configs_after_the_groups(tmp_path):

@@ -2,7 +2,6 @@
 
 import pytest
 from conftest import GROUP_FILES
-
 from omegaconf import OmegaConf
 
 from lit_knowledge.config import config_hash, identity

@@ -218,9 +218,16 @@ def note_checkpoint_cost(cfg, run, callback) -> None:
           f"({interval(cfg.trainer)}; trainer.checkpoint_every_n_minutes / _steps)", file=sys.stderr)
 
 
-def plan_left(module) -> str | None:
-    """Why a stream run ended before its batch plan did (trainer.max_steps), or None when it went through."""
-    if not getattr(module, "batches_left", 0):  # pretraining has no plan: its budget is its length
+def plan_left(module, global_step: int) -> str | None:
+    """Why a run ended before its plan did (trainer.max_steps), or None when it went through: a stream run's
+    batch plan, or the step budget of a run that has one (pretraining, transfer)."""
+    budget = getattr(module, "step_budget", None)
+    if budget is not None:
+        if global_step >= budget:
+            return None
+        return (f"stopped by trainer.max_steps at step {global_step} of its {budget}; run the same command with a "
+                "larger trainer.max_steps (or -1) to go on from there")
+    if not getattr(module, "batches_left", 0):
         return None
     return (f"stopped by trainer.max_steps after {module.batches_done} of {module.plan_batches} batches of the "
             f"stream plan ({len(module.history)} stream steps evaluated); run the same command with a larger "
@@ -276,7 +283,7 @@ def run_experiment(cfg, resume: str = "auto") -> dict:
             run.finish("requeued")
             return {"requeued": True, "run_dir": str(run.path), "metrics": {}, "kind": module.kind}
         results = module.results()
-        unfinished = plan_left(module)
+        unfinished = plan_left(module, trainer.global_step)
         if unfinished:
             results["stopped"] = unfinished
         results.update({"method": cfg.method.name, "experiment": cfg.run.experiment, "run": run.name,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -201,7 +203,9 @@ def test_a_run_learns_its_fitted_facts_and_resumes_with_its_evaluations(tmp_path
 
     # stopped after step 30 and resumed: the same evaluations as the run that went through
     cut = config(tmp_path / "cut", *overrides, "trainer.max_steps=30", "trainer.checkpoint_every_n_steps=10")
-    train.run_experiment(cut, resume="auto")
+    stopped = train.run_experiment(cut, resume="auto")
+    assert "stopped by trainer.max_steps at step 30 of its 60" in stopped["stopped"]
+    assert json.loads((Path(stopped["run_dir"]) / "run_meta.json").read_text())["status"] == "stopped"
     resumed = train.run_experiment(config(tmp_path / "cut", *overrides), resume="auto")
     assert resumed["curves"]["step"] == [0, 20, 60]
     assert resumed["curves"]["heldout_f1"][:2] == curves["heldout_f1"][:2]

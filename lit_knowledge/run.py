@@ -111,10 +111,12 @@ class RunDir:
         A completed run is not run again: resuming it would only repeat its evaluation and overwrite its wall
         time and peak memory with the repeat's. `--resume never` runs it afresh.
         """
+        from lit_knowledge.evaluation.results import read_results
+
         if resume != "auto" or self._read_meta().get("status") != "completed":
             return None
         try:
-            results = json.loads((self.path / "results.json").read_text(encoding="utf-8"))
+            results = read_results(self.path)
         except (OSError, json.JSONDecodeError):
             return None  # no readable results: the run resumes from its checkpoint and writes them again
         return {**results, "run_dir": str(self.path)}

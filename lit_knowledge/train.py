@@ -221,17 +221,14 @@ def note_checkpoint_cost(cfg, run, callback) -> None:
 def plan_left(module, global_step: int) -> str | None:
     """Why a run ended before its plan did (trainer.max_steps), or None when it went through: a stream run's
     batch plan, or the step budget of a run that has one (pretraining, transfer)."""
+    go_on = "run the same command with a larger trainer.max_steps (or -1) to go on from there"
     budget = getattr(module, "step_budget", None)
     if budget is not None:
-        if global_step >= budget:
-            return None
-        return (f"stopped by trainer.max_steps at step {global_step} of its {budget}; run the same command with a "
-                "larger trainer.max_steps (or -1) to go on from there")
+        return None if global_step >= budget else f"stopped by trainer.max_steps at step {global_step} of its {budget}; {go_on}"
     if not getattr(module, "batches_left", 0):
         return None
     return (f"stopped by trainer.max_steps after {module.batches_done} of {module.plan_batches} batches of the "
-            f"stream plan ({len(module.history)} stream steps evaluated); run the same command with a larger "
-            "trainer.max_steps (or -1) to go on from there")
+            f"stream plan ({len(module.history)} stream steps evaluated); {go_on}")
 
 
 def run_experiment(cfg, resume: str = "auto") -> dict:

@@ -1,7 +1,8 @@
 """Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop;
 `memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py);
 `cmt`: CMT's bytes, write time, answer time and F1 as its bank grows (lit_knowledge/methods/cmt/cost.py);
-`ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py).
+`ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py);
+`reading`: the reader's F1 on a document's probes among other documents in its prompt (lit_knowledge/methods/pretrain.py).
 
     python -m lit_knowledge.bench overhead [--steps N] [--batch-size B] [--repeats R] [--warmup W]
                                            [--logger csv|none] [--progress-bar] [--json PATH] [key=value ...]
@@ -386,6 +387,13 @@ def parse_args(argv):
     c.add_argument("--config", action="append", help="cmt config, repeatable (default configs/cmt/cmt.yaml)")
     c.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1000], help="bank sizes to record")
     c.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    g = sub.add_parser("reading", help="the reader: F1 on a document's probes among other documents in its prompt",
+                       description="Can the model find a fact among several documents in its prompt? The asked "
+                                   "document first or last of t stream documents (lit_knowledge/methods/pretrain.py).")
+    g.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. pretrain.context_documents=8)")
+    g.add_argument("--config", action="append", help="run config, repeatable (default: none, the embedded default)")
+    g.add_argument("--documents", type=int, default=5, help="most documents in the prompt (default 5)")
+    g.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     d = sub.add_parser("ddp", help="wall time of a stream run on one process and on several that split its work",
                        description="One process against DDP processes that split the batches and the probes "
                                    "(lit_knowledge/bench_ddp.py); the ratio of the wall times.")
@@ -457,6 +465,19 @@ def bench_memoryllm_recency(args) -> int:
     return 0
 
 
+def bench_reading(args) -> int:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.pretrain import format_reading, reading_among_documents
+
+    cfg = load_config(args.config or [], args.overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = reading_among_documents(cfg, max_documents=args.documents)
+    write_json(args.json, res)
+    print(format_reading(res))
+    return 0
+
+
 @cli_entry_point
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
@@ -472,6 +493,8 @@ def main(argv=None) -> int:
         return bench_cmt(args)
     if args.bench == "ddp":
         return bench_ddp(args)
+    if args.bench == "reading":
+        return bench_reading(args)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         res = overhead(steps=args.steps, batch_size=args.batch_size, repeats=args.repeats, warmup=args.warmup,

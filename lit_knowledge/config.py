@@ -175,6 +175,10 @@ class PretrainConfig:
     document_share: float = doc(0.1, "Share of sequences that are background documents (the rest: background "
                                      "questions).", minimum=0, maximum=1)
     questions_per_example: int = doc(4, "Question-answer turns packed into one reading sequence.", minimum=1)
+    context_documents: int = doc(3, "Most documents in a reading sequence's context, the questions asking about "
+                                    "any of them (one document drawn twice as often as any other count). A reader "
+                                    "that must find a fact among many documents (MemoryLLM's pool) needs more than "
+                                    "3 (`python -m lit_knowledge.bench reading` measures it).", minimum=1)
     background_turns: int = doc(4, "Question-answer turns packed into one background (closed-book) sequence.",
                                 minimum=1)
     score_reading_prompts: bool = doc(False, "Score every token of a reading sequence (context and questions too), "

@@ -93,3 +93,15 @@ def test_the_ddp_bench_prints_both_runs_metrics_and_the_ratio_against_its_target
     timed = {**res["split"], "metrics": {**res["split"]["metrics"], "wall_time_s": 50.0, "update_time_total_s": 30.0,
                                          "eval_time_total_s": 12.5}}
     assert "| split (DDP) | 50.0 s | 30.0 s | 12.5 s | 7.5 s |" in format_ddp({**res, "split": timed})
+
+
+def test_the_reading_bench_shows_the_shipped_reader_reads_one_document_and_struggles_among_several(tmp_cache, capsys):
+    # The shipped reader, no pretraining: alone in the prompt a document's probes are answered (in_context 0.94);
+    # with a later document after it the reader often answers from the wrong one (docs/results/memoryllm.md).
+    overrides = ["data.world.num_steps=12", "data.world.entities_per_step=1"]
+    assert main(["reading", "--documents", "2", *overrides]) == 0
+    out = capsys.readouterr().out
+    rows = dict(re.findall(r"^\| (\d) \| ([0-9.]+) \| [0-9.]+ \|$", out, re.M))
+    assert set(rows) == {"1", "2"}
+    assert float(rows["1"]) >= 0.9
+    assert float(rows["2"]) < float(rows["1"]) - 0.2

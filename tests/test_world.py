@@ -1,7 +1,9 @@
 """The synthetic world: determinism, held-out wordings, probe kinds, changes, edits, pretraining mix."""
 
 import random
+from collections import Counter
 
+import pytest
 from omegaconf import OmegaConf
 
 from lit_knowledge.config import WorldConfig
@@ -209,3 +211,23 @@ def test_pretrain_seed_holds_the_reader_while_run_seed_varies_the_method():
     assert torch.equal(weights[0], weights[1]) and not torch.equal(weights[0], weights[2])
     draws = [PretrainReader(c).datamodule().seed for c in (held, default, other)]
     assert draws == [0, 0, 1]
+
+
+
+
+@pytest.mark.parametrize("max_documents", [3, 8])
+def test_reading_contexts_hold_one_to_max_documents_one_twice_as_often(monkeypatch, max_documents):
+    # At 3 (the default) this is the draw every cached reader was pretrained with: 1, 1, 2 or 3 documents.
+    w = world()
+    drawn = []
+    fresh = w.fresh_person
+    monkeypatch.setattr(w, "fresh_person", lambda rng: drawn.append(1) or fresh(rng))
+    rng, counts = random.Random(0), Counter()
+    for _ in range(3000):
+        drawn.clear()
+        _, qa = w.reading_example(rng, max_documents=max_documents)
+        counts[len(drawn)] += 1
+        assert len(qa) == 4
+    assert set(counts) == set(range(1, max_documents + 1))
+    others = (sum(counts.values()) - counts[1]) / (max_documents - 1)
+    assert 1.7 < counts[1] / others < 2.3

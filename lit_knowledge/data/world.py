@@ -392,10 +392,12 @@ class World:
             qa.extend((q.format(org=org), self.hq[org]) for q in ORG_QUESTIONS)
         return documents, qa
 
-    def reading_example(self, rng: random.Random, num_questions: int = 4) -> tuple[str, list[tuple[str, str]]]:
-        """(context, [(question, answer), ...]): one to three documents about freshly drawn people, and
-        questions about any of them, so that answering needs the right person's document."""
-        people = [self.fresh_person(rng) for _ in range(rng.choice((1, 1, 2, 3)))]
+    def reading_example(self, rng: random.Random, num_questions: int = 4,
+                        max_documents: int = 3) -> tuple[str, list[tuple[str, str]]]:
+        """(context, [(question, answer), ...]): one to `max_documents` documents about freshly drawn people
+        (one document twice as often as any other count), and questions about any of them, so that answering
+        needs the right person's document."""
+        people = [self.fresh_person(rng) for _ in range(rng.choice((1, *range(1, max_documents + 1))))]
         docs = [self.document(p, rng) for p in people]
         qa = []
         for _ in range(num_questions):

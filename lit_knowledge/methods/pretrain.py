@@ -2,7 +2,8 @@
 
 A tiny Llama and a word-level tokenizer trained on the world's text learn two things at once:
 - background knowledge, closed-book: questions about the background people and organisations;
-- reading: a context of one to three documents about *freshly drawn* people, a question, its answer.
+- reading: a context of one to three documents (`pretrain.context_documents`) about *freshly drawn* people,
+  questions about any of them, their answers.
 Fresh people every time means the reader cannot memorise its way to the answer: it must copy
 from the context. Afterwards it must be a competent reader (context-in-prompt F1 on the stream's
 probes) that does not know the stream (closed-book F1 on the same probes stays low) and knows the
@@ -53,8 +54,11 @@ def reader_recipe(cfg) -> dict:
                   "num_organisations": world.num_organisations}
     pretrain = to_dict(cfg.pretrain)
     del pretrain["seed"]  # the reader's seed is keyed once, below: one reader whichever field gave it
-    if pretrain.get("background_share") == 1.0:  # the whole background: the key readers had before the field
+    # Fields added after readers were cached leave the key unchanged at the value readers had before them.
+    if pretrain.get("background_share") == 1.0:  # the whole background
         del pretrain["background_share"]
+    if pretrain.get("context_documents") == 3:  # one to three documents in a reading context
+        del pretrain["context_documents"]
     return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": pretrain,
             "seed": reader_seed(cfg), "max_length": cfg.data.max_length}
 
@@ -115,7 +119,7 @@ class PretrainReader(L.LightningModule):
         mix, max_length = self.mix, self.max_length
         draw = rng.random()
         if draw < mix.reading_share:
-            context, qa = self.world.reading_example(rng, mix.questions_per_example)
+            context, qa = self.world.reading_example(rng, mix.questions_per_example, mix.context_documents)
             return encode_dialogue(self.tokenizer, context, qa, max_length, mix.score_reading_prompts)
         if draw < 1 - mix.document_share:
             return encode_dialogue(self.tokenizer, None, rng.sample(self.background_qa, mix.background_turns), max_length)
@@ -205,3 +209,47 @@ def pretrain_reader(cfg) -> Path:
     build.fit(module, cfg.pretrain.max_steps, cfg.trainer, "reader pretraining")
     build.clean()
     return build.path
+
+
+def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: int = 4) -> dict:
+    """Can the reader find a fact among several documents in its prompt? F1 on a document's probes when
+    it is followed by t - 1 later documents of the stream (`after`, as a memory holds older writes behind
+    newer ones) and when t - 1 earlier ones precede it (`before`), t = 1 .. max_documents; documents joined
+    as in pretraining. The stream's documents, in order; the first `probes_per_document` probes of each."""
+    from lit_knowledge.methods.base import load_stream
+    from lit_knowledge.methods.components import load_model
+
+    model, tokenizer = load_model(cfg.model, cfg)
+    model.eval()
+    stream = load_stream(cfg)
+    docs = [d for s in stream.steps for d in s.documents]
+    probes: dict[str, list] = {}
+    for s in stream.steps:
+        for p in s.probes:
+            probes.setdefault(p.doc_id, []).append(p)
+    if len(docs) < max_documents:
+        raise UserError(f"the stream has {len(docs)} documents, fewer than max_documents={max_documents}; "
+                        "raise data.world.num_steps or data.world.entities_per_step")
+    res = {"reader": reader_key(cfg) if cfg.model.name == "reader" else cfg.model.name, "after": {}, "before": {}}
+    for t in range(1, max_documents + 1):
+        for side in ("after", "before"):
+            prompts, answers = [], []
+            for i in range(len(docs) - t + 1):  # the window docs[i : i + t]; the asked one first or last
+                window = docs[i:i + t]
+                asked = window[0] if side == "after" else window[-1]
+                context = " ".join(d.text for d in window)
+                for p in probes.get(asked.id, [])[:probes_per_document]:
+                    prompts.append(qa_prompt(p.question, context))
+                    answers.append(p.answers)
+            predictions = generate_answers(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
+            res[side][t] = {"f1": qa_scores(predictions, answers)["f1"], "probes": len(prompts)}
+    return res
+
+
+def format_reading(res: dict) -> str:
+    lines = [f"reader {res['reader']}: F1 on a document's probes with other documents in the prompt", "",
+             "| documents in the prompt | asked document first (later ones after it) | asked document last |",
+             "|---|---|---|"]
+    for t in res["after"]:
+        lines.append(f"| {t} | {res['after'][t]['f1']:.3f} | {res['before'][t]['f1']:.3f} |")
+    return "\n".join(lines)

@@ -216,11 +216,12 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
     it is followed by t - 1 later documents of the stream (`after`, as a memory holds older writes behind
     newer ones) and when t - 1 earlier ones precede it (`before`), t = 1 .. max_documents; documents joined
     as in pretraining. The stream's documents, in order; the first `probes_per_document` probes of each."""
-    from lit_knowledge.methods.base import load_stream
+    from lit_knowledge.methods.base import chat_tokenizer, load_stream
     from lit_knowledge.methods.components import load_model
 
     model, tokenizer = load_model(cfg.model, cfg)
     model.eval()
+    chat = chat_tokenizer(cfg, tokenizer)
     stream = load_stream(cfg)
     docs = [d for s in stream.steps for d in s.documents]
     probes: dict[str, list] = {}
@@ -239,7 +240,7 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
                 asked = window[0] if side == "after" else window[-1]
                 context = " ".join(d.text for d in window)
                 for p in probes.get(asked.id, [])[:probes_per_document]:
-                    prompts.append(qa_prompt(p.question, context))
+                    prompts.append(qa_prompt(p.question, context, chat))
                     answers.append(p.answers)
             predictions = generate_answers(model, tokenizer, prompts, cfg.eval.max_new_tokens, cfg.eval.batch_size)
             res[side][t] = {"f1": qa_scores(predictions, answers)["f1"], "probes": len(prompts)}

@@ -76,6 +76,10 @@ def test_cli_prints_ratio_line_and_writes_json(tmp_path, capsys, monkeypatch):
 def test_bad_arguments_are_one_line_errors(capsys):
     assert main(["overhead", "--steps", "0"]) == 2
     assert capsys.readouterr().err.startswith("error: ")
+    assert main(["reading", "--documents", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: --documents")
+    assert main(["reading", "--documents", "9", "data.world.num_steps=2", "data.world.entities_per_step=1"]) == 2
+    assert "fewer than max_documents=9" in capsys.readouterr().err
 
 
 def test_the_ddp_bench_prints_both_runs_metrics_and_the_ratio_against_its_target():

@@ -219,18 +219,20 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
     from lit_knowledge.methods.base import chat_tokenizer, load_stream
     from lit_knowledge.methods.components import load_model
 
-    model, tokenizer = load_model(cfg.model, cfg)
-    model.eval()
-    chat = chat_tokenizer(cfg, tokenizer)
+    if max_documents < 1 or probes_per_document < 1:
+        raise UserError("--documents must be >= 1")
     stream = load_stream(cfg)
     docs = [d for s in stream.steps for d in s.documents]
+    if len(docs) < max_documents:
+        raise UserError(f"the stream has {len(docs)} documents, fewer than max_documents={max_documents}; "
+                        "raise data.world.num_steps or data.world.entities_per_step")
     probes: dict[str, list] = {}
     for s in stream.steps:
         for p in s.probes:
             probes.setdefault(p.doc_id, []).append(p)
-    if len(docs) < max_documents:
-        raise UserError(f"the stream has {len(docs)} documents, fewer than max_documents={max_documents}; "
-                        "raise data.world.num_steps or data.world.entities_per_step")
+    model, tokenizer = load_model(cfg.model, cfg)
+    model.eval()
+    chat = chat_tokenizer(cfg, tokenizer)
     res = {"reader": reader_key(cfg) if cfg.model.name == "reader" else cfg.model.name, "after": {}, "before": {}}
     for t in range(1, max_documents + 1):
         for side in ("after", "before"):

@@ -2,7 +2,7 @@
 `memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py);
 `cmt`: CMT's bytes, write time, answer time and F1 as its bank grows (lit_knowledge/methods/cmt/cost.py);
 `ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py);
-`reading`: the reader's F1 on a document's probes among other documents in its prompt (lit_knowledge/methods/pretrain.py).
+`reading`: the reader's F1 on a document's probes among other documents in its prompt (lit_knowledge/methods/reading.py).
 
     python -m lit_knowledge.bench overhead [--steps N] [--batch-size B] [--repeats R] [--warmup W]
                                            [--logger csv|none] [--progress-bar] [--json PATH] [key=value ...]
@@ -389,7 +389,7 @@ def parse_args(argv):
     c.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     g = sub.add_parser("reading", help="the reader: F1 on a document's probes among other documents in its prompt",
                        description="Can the model find a fact among several documents in its prompt? The asked "
-                                   "document first or last of t stream documents (lit_knowledge/methods/pretrain.py).")
+                                   "document first or last of t stream documents (lit_knowledge/methods/reading.py).")
     g.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. pretrain.context_documents=8)")
     g.add_argument("--config", action="append", help="run config, repeatable (default: none, the embedded default)")
     g.add_argument("--documents", type=int, default=5, help="most documents in the prompt (default 5)")
@@ -467,7 +467,7 @@ def bench_memoryllm_recency(args) -> int:
 
 def bench_reading(args) -> int:
     from lit_knowledge.config import load_config
-    from lit_knowledge.methods.pretrain import format_reading, reading_among_documents
+    from lit_knowledge.methods.reading import format_reading, reading_among_documents
 
     cfg = load_config(args.config or [], args.overrides)
     with warnings.catch_warnings():

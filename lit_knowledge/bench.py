@@ -416,6 +416,17 @@ def write_json(path: str | None, res: dict) -> None:
         print(f"figures written to {path}")
 
 
+def quiet_bench(compute, fmt, json_path: str | None) -> int:
+    """Run a bench's `compute()` with library warnings silenced, write its figures to `json_path` (if any) and
+    print `fmt(figures)`."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = compute()
+    write_json(json_path, res)
+    print(fmt(res))
+    return 0
+
+
 def bench_ddp(args) -> int:
     from lit_knowledge.bench_ddp import ddp_speed, format_ddp
 
@@ -431,12 +442,7 @@ def bench_cmt(args) -> int:
     from lit_knowledge.methods.cmt.cost import bank_cost, format_cost
 
     cfg = load_config(args.config or ["configs/cmt/cmt.yaml"], args.overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = bank_cost(cfg, args.sizes)
-    write_json(args.json, res)
-    print(format_cost(res))
-    return 0
+    return quiet_bench(lambda: bank_cost(cfg, args.sizes), format_cost, args.json)
 
 
 def bench_memoryllm(args) -> int:
@@ -444,12 +450,7 @@ def bench_memoryllm(args) -> int:
     from lit_knowledge.methods.memoryllm.integrity import format_integrity, integrity
 
     cfg = load_config([args.config], args.overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = integrity(cfg, writes=args.writes, every=args.every)
-    write_json(args.json, res)
-    print(format_integrity(res))
-    return 0
+    return quiet_bench(lambda: integrity(cfg, writes=args.writes, every=args.every), format_integrity, args.json)
 
 
 def bench_memoryllm_recency(args) -> int:
@@ -457,12 +458,7 @@ def bench_memoryllm_recency(args) -> int:
     from lit_knowledge.methods.memoryllm.recency import format_recency, recency
 
     cfg = load_config([args.config], args.overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = recency(cfg, pairs=args.pairs)
-    write_json(args.json, res)
-    print(format_recency(res))
-    return 0
+    return quiet_bench(lambda: recency(cfg, pairs=args.pairs), format_recency, args.json)
 
 
 def bench_reading(args) -> int:
@@ -470,12 +466,7 @@ def bench_reading(args) -> int:
     from lit_knowledge.methods.reading import format_reading, reading_among_documents
 
     cfg = load_config(args.config or [], args.overrides)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        res = reading_among_documents(cfg, max_documents=args.documents)
-    write_json(args.json, res)
-    print(format_reading(res))
-    return 0
+    return quiet_bench(lambda: reading_among_documents(cfg, max_documents=args.documents), format_reading, args.json)
 
 
 @cli_entry_point

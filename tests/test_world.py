@@ -213,8 +213,6 @@ def test_pretrain_seed_holds_the_reader_while_run_seed_varies_the_method():
     assert draws == [0, 0, 1]
 
 
-
-
 @pytest.mark.parametrize("max_documents", [3, 8])
 def test_reading_contexts_hold_one_to_max_documents_one_twice_as_often(monkeypatch, max_documents):
     # At 3 (the default) this is the draw every cached reader was pretrained with: 1, 1, 2 or 3 documents.

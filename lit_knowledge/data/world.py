@@ -404,7 +404,7 @@ class World:
             person = rng.choice(people)
             _, q, a = rng.choice(self.questions(person, "all", people))
             qa.append((q, a))
-        return " ".join(docs), qa
+        return reading_context(docs), qa
 
     def texts(self) -> list[str]:
         """Text that covers the world's whole vocabulary (to train the tokenizer on)."""
@@ -413,6 +413,11 @@ class World:
         templates = DOC_TEMPLATES + ORG_DOC_TEMPLATES + CHANGE_TEMPLATES + TRANSFORMED + INVERSE + COMPOSITIONAL
         templates += MULTI_HOP + ORG_QUESTIONS + tuple(q for qs in QUESTIONS.values() for q in qs)
         return [" ".join(words), "question : answer :"] + list(templates)
+
+
+def reading_context(documents: list[str]) -> str:
+    """Several documents as one reading context, joined as the reader is pretrained on them."""
+    return " ".join(documents)
 
 
 def _org_dependent_questions(person: Person) -> set[str]:

@@ -8,6 +8,7 @@ stream's documents joined as in the reader's pretraining, the asked one first or
 from __future__ import annotations
 
 from lit_knowledge.data.prompts import qa_prompt
+from lit_knowledge.data.world import reading_context
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.base import chat_tokenizer, load_stream
@@ -38,11 +39,14 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
     res = {"reader": reader_key(cfg) if cfg.model.name == "reader" else cfg.model.name, "after": {}, "before": {}}
     for t in range(1, max_documents + 1):
         for side in ("after", "before"):
+            if t == 1 and side == "before":  # one document alone: the same prompts as `after`
+                res["before"][1] = res["after"][1]
+                continue
             prompts, answers = [], []
             for i in range(len(docs) - t + 1):  # the window docs[i : i + t]; the asked one first or last
                 window = docs[i:i + t]
                 asked = window[0] if side == "after" else window[-1]
-                context = " ".join(d.text for d in window)
+                context = reading_context([d.text for d in window])
                 for p in probes.get(asked.id, [])[:probes_per_document]:
                     prompts.append(qa_prompt(p.question, context, chat))
                     answers.append(p.answers)

@@ -39,6 +39,9 @@ from lit_knowledge.models.tokenizer import train_word_tokenizer
 READER_REPORT = "reader.json"
 SHIPPED_READERS = Path(__file__).resolve().parents[2] / "data" / "readers"
 # The bars a reader must clear (issue: competent reader that does not know the stream).
+# Pretraining fields added after readers were cached, with the behaviour readers had before them: a reader built
+# at that value keeps its key (the whole background; one to three documents in a reading context).
+FIELDS_ADDED_LATER = {"background_share": 1.0, "context_documents": 3}
 BARS = {"in_context_f1": (">=", 0.8), "closed_book_stream_f1": ("<=", 0.2), "background_f1": (">=", 0.8)}
 
 
@@ -54,11 +57,9 @@ def reader_recipe(cfg) -> dict:
                   "num_organisations": world.num_organisations}
     pretrain = to_dict(cfg.pretrain)
     del pretrain["seed"]  # the reader's seed is keyed once, below: one reader whichever field gave it
-    # Fields added after readers were cached leave the key unchanged at the value readers had before them.
-    if pretrain.get("background_share") == 1.0:  # the whole background
-        del pretrain["background_share"]
-    if pretrain.get("context_documents") == 3:  # one to three documents in a reading context
-        del pretrain["context_documents"]
+    for field, before in FIELDS_ADDED_LATER.items():  # at the value readers had before it, a field keys nothing
+        if pretrain.get(field) == before:
+            del pretrain[field]
     return {"world": background, "tiny": to_dict(cfg.model.tiny), "pretrain": pretrain,
             "seed": reader_seed(cfg), "max_length": cfg.data.max_length}
 

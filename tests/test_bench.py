@@ -108,4 +108,6 @@ def test_the_reading_bench_shows_the_shipped_reader_reads_one_document_and_strug
     rows = dict(re.findall(r"^\| (\d) \| ([0-9.]+) \| [0-9.]+ \|$", out, re.M))
     assert set(rows) == {"1", "2"}
     assert float(rows["1"]) >= 0.9
+    floor = float(re.search(r"^\| 0 \(closed book, the floor\) \| ([0-9.]+) \|", out, re.M).group(1))
+    assert floor < 0.3  # the stream's people are new to the reader
     assert float(rows["2"]) < float(rows["1"]) - 0.2

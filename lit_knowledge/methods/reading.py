@@ -37,6 +37,11 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
     model.eval()
     chat = chat_tokenizer(cfg, tokenizer)
     res = {"reader": reader_key(cfg) if cfg.model.name == "reader" else cfg.model.name, "after": {}, "before": {}}
+    # The floor: the same probes asked closed book (no document in the prompt).
+    floor = [p for d in docs for p in probes.get(d.id, [])[:probes_per_document]]
+    predictions = generate_answers(model, tokenizer, [qa_prompt(p.question, None, chat) for p in floor],
+                                   cfg.eval.max_new_tokens, cfg.eval.batch_size)
+    res["closed_book"] = {"f1": qa_scores(predictions, [p.answers for p in floor])["f1"], "probes": len(floor)}
     for t in range(1, max_documents + 1):
         for side in ("after", "before"):
             if t == 1 and side == "before":  # one document alone: the same prompts as `after`
@@ -59,6 +64,7 @@ def format_reading(res: dict) -> str:
     lines = [f"reader {res['reader']}: F1 on a document's probes with other documents in the prompt", "",
              "| documents in the prompt | asked document first (later ones after it) | asked document last |",
              "|---|---|---|"]
+    lines.append(f"| 0 (closed book, the floor) | {res['closed_book']['f1']:.3f} | {res['closed_book']['f1']:.3f} |")
     for t in res["after"]:
         lines.append(f"| {t} | {res['after'][t]['f1']:.3f} | {res['before'][t]['f1']:.3f} |")
     return "\n".join(lines)

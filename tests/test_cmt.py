@@ -99,6 +99,31 @@ def test_top_k_aggregation_reads_only_the_entries_that_best_match_the_question()
             assert torch.allclose(memory.memory_for(question, changed), out, atol=1e-6) == same, i
 
 
+def test_late_matching_scores_an_entry_by_each_question_keys_best_match_and_keeps_the_mean_builds_keys():
+    """`matching: late`: a question key equal to one of an entry's keys counts fully, whatever the entry's other
+    keys; `mean` compares mean keys only. The bank may be shared (n, ...) or per question (B, n, ...)."""
+    from lit_knowledge.methods.cmt.training import cmt_build
+
+    late, mean = tiny_cmt(matching="late"), tiny_cmt()
+    g = torch.Generator().manual_seed(3)
+    question = torch.randn(2, 4, 32, generator=g)
+    bank = torch.randn(5, 4, 4, 32, generator=g)
+    bank[2, 0, 1] = 7.0 * question[0, 0]  # one of entry 2's keys points where question 0's first key does
+    unit = torch.nn.functional.normalize
+    with torch.no_grad():
+        scores = late.match_scores(question, bank)
+        expected = torch.tensor([[float((unit(question[b], dim=-1) @ unit(bank[n, 0], dim=-1).T).amax(-1).mean())
+                                  for n in range(5)] for b in range(2)])
+        torch.testing.assert_close(scores, expected)
+        torch.testing.assert_close(late.match_scores(question, bank.expand(2, *bank.shape)), scores)
+        others = scores[0, [0, 1, 3, 4]]
+        assert scores[0, 2] > others.max()  # the exact key lifts entry 2 above the rest
+        assert not torch.allclose(mean.match_scores(question, bank), scores)
+    cfg = load_config([str(CMT_YAML)], [])
+    assert "matching" not in cmt_build(cfg).recipe["method"]  # the default keeps every cached module's key
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.matching=late"])).key != cmt_build(cfg).key
+
+
 @pytest.mark.parametrize("kv_heads", [4, 2, 1], ids=["mha", "gqa", "mqa"])
 def test_the_frozen_llm_reads_the_aggregated_memory_as_a_prefix_sized_by_its_key_value_heads(kv_heads):
     memory = tiny_cmt(kv_heads)

@@ -342,6 +342,10 @@ class CMTParams(MethodParams):
     top_k_aggregation: bool = doc(True, "CMT: the aggregator reads only the top_k bank entries that best match the "
                                         "question (MAC: the whole bank).")
     top_k: int = doc(8, "Entries read with top_k_aggregation.", minimum=1)
+    matching: str = doc("mean", "How a question's keys are scored against a bank entry's (self-matching's loss and "
+                                "top-k): 'mean', the cosine of their mean keys; 'late', each question key's best "
+                                "cosine among the entry's keys, averaged over the question's keys (late "
+                                "interaction).", choices=("mean", "late"))
     memory_loss_weight: float = doc(0.5, "Weight of the memory-aware objective.", minimum=0)
     match_loss_weight: float = doc(3.0, "Weight of self-matching's contrastive loss (at 0.5 the bank's keys stayed "
                                         "alike and matching never started in a 500-step check).", minimum=0)

@@ -15,7 +15,8 @@ on top. The parts, in the order a document and a question meet them:
   in-batch contrastive loss ranks the gold document first; without it (MAC) by a question encoder of the
   same shape with its own weights.
 - **Top-k aggregation** (CMT). Each bank entry is scored by the cosine between its mean key and the
-  question's; the aggregator reads only the k best entries (kept in bank order). Off (MAC): the whole bank.
+  question's (`matching: late`: each question key's best cosine among the entry's keys, averaged); the
+  aggregator reads only the k best entries (kept in bank order). Off (MAC): the whole bank.
 - **Aggregator**: blocks of cross-attention from the question's keys to the bank's keys refine the question;
   the refined question then weighs the entries (a softmax over the cosines of mean keys, at a learned
   temperature) and mixes their per-layer vectors: the result is an entry of the same form. A bank longer than
@@ -163,6 +164,7 @@ class CMTMemory(nn.Module):
         width = p.compressor_width or hidden
         self.memory_tokens = T
         self.self_matching, self.top_k_aggregation, self.top_k = p.self_matching, p.top_k_aggregation, p.top_k
+        self.matching = p.matching
         self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
                                      p.soft_token_std)
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor
@@ -204,11 +206,17 @@ class CMTMemory(nn.Module):
         return F.normalize(keys.mean(dim=-2), dim=-1)
 
     def match_scores(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
-        """Cosine between each question's keys (B, T, h) and each bank entry, (n, 1 + L, T, h) or
-        (B, n, 1 + L, T, h): (B, n)."""
-        q = self.summary(question)
-        e = self.summary(bank[..., 0, :, :])
-        return q @ e.T if e.dim() == 2 else torch.einsum("bh,bnh->bn", q, e)
+        """How well each question's keys (B, T, h) match each bank entry, (n, 1 + L, T, h) or (B, n, 1 + L, T, h):
+        (B, n). `mean` matching: the cosine of their mean keys. `late`: each question key's best cosine among the
+        entry's keys, averaged over the question's keys, so that one key holding a name can match on its own."""
+        if self.matching == "mean":
+            q = self.summary(question)
+            e = self.summary(bank[..., 0, :, :])
+            return q @ e.T if e.dim() == 2 else torch.einsum("bh,bnh->bn", q, e)
+        q = F.normalize(question, dim=-1)
+        e = F.normalize(bank[..., 0, :, :], dim=-1)
+        pairs = torch.einsum("bth,nsh->bnts", q, e) if e.dim() == 3 else torch.einsum("bth,bnsh->bnts", q, e)
+        return pairs.amax(-1).mean(-1)
 
     def select(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:
         """The entries each question reads, (B, n', 1 + L, T, h): the k best-matching in bank order (top-k

@@ -99,6 +99,27 @@ def test_top_k_aggregation_reads_only_the_entries_that_best_match_the_question()
             assert torch.allclose(memory.memory_for(question, changed), out, atol=1e-6) == same, i
 
 
+def test_the_compressor_reads_the_token_embeddings_only_when_asked_and_the_default_keeps_its_key():
+    """`compressor_reads_embeddings`: the states entering the first layer (the token embeddings) join the last
+    layer's output in what the compressor reads; off, changing them changes neither the keys nor which tokens
+    each soft token picks (only the first layer's vectors, which are mixtures of those states)."""
+    from lit_knowledge.methods.cmt.training import cmt_build
+
+    x, mask = right_padded(ids(6, 9))
+    for reads, changes in ((False, False), (True, True)):
+        memory = tiny_cmt(compressor_reads_embeddings=reads)
+        with torch.no_grad():
+            states = memory.hidden_states(x, mask)
+            other = [states[0] + torch.randn_like(states[0]), *states[1:]]
+            keys = [memory.compressor(st, mask)[:, 0] for st in (states, other)]
+            picks = [memory.compressor.picks(st, mask) for st in (states, other)]
+            same = torch.allclose(*keys) and torch.allclose(*picks)
+        assert same != changes, reads
+    cfg = load_config([str(CMT_YAML)], [])
+    assert "compressor_reads_embeddings" not in cmt_build(cfg).recipe["method"]
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.compressor_reads_embeddings=true"])).key != cmt_build(cfg).key
+
+
 def test_late_matching_scores_an_entry_by_each_question_keys_best_match_and_keeps_the_mean_builds_keys():
     """`matching: late`: a question key equal to one of an entry's keys counts fully, whatever the entry's other
     keys; `mean` compares mean keys only. The bank may be shared (n, ...) or per question (B, n, ...)."""

@@ -330,6 +330,10 @@ class CMTParams(MethodParams):
                                      "seed can end with every soft token picking the same words "
                                      "(docs/results/cmt.md).", above=0)
     compressor_heads: int = doc(4, "Attention heads of the compressor.", minimum=1)
+    compressor_reads_embeddings: bool = doc(False, "The compressor reads the frozen LLM's token embeddings (the "
+                                                   "states entering its first layer) beside its last layer's "
+                                                   "output, which is all it reads when off: a name is the very "
+                                                   "word there, which matching a question to its document needs.")
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
     window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "

@@ -4,8 +4,8 @@ MAC (arXiv 2403.04317) amortizes a document into a few vectors; CMT (arXiv 2412.
 on top. The parts, in the order a document and a question meet them:
 
 - **Compressor** (MAC's amortization network). A small transformer encoder reads the document's last hidden
-  states from the frozen LLM (no gradient: the LLM is the pretrained encoder, where MAC downloads a T5)
-  together with T learnable soft tokens. Each soft token attends over the document's tokens twice: once to
+  states from the frozen LLM (no gradient: the LLM is the pretrained encoder, where MAC downloads a T5; with
+  `compressor_reads_embeddings` its token embeddings too) together with T learnable soft tokens. Each soft token attends over the document's tokens twice: once to
   make its key (what questions are matched with), once to pick, at every layer l, a mixture of the
   document's hidden states entering layer l (what the frozen LLM reads). A document's memory is one bank
   entry, (1 + layers, T, hidden): the same bytes whatever its length.
@@ -56,7 +56,7 @@ class Compressor(nn.Module):
     """
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
-                 soft_token_std: float = FIRST_SOFT_TOKEN_STD):
+                 soft_token_std: float = FIRST_SOFT_TOKEN_STD, read_embeddings: bool = False):
         super().__init__()
         self.inp = nn.Linear(hidden, width)
         self.positions = nn.Parameter(torch.randn(max_length, width) * 0.02)
@@ -68,6 +68,8 @@ class Compressor(nn.Module):
         self.mlp = nn.Sequential(nn.LayerNorm(hidden), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, hidden))
         self.pick_query, self.pick_key = nn.Linear(width, width), nn.Linear(width, width)  # the layers' vectors
         self.key_query, self.key_key = nn.Linear(width, width), nn.Linear(width, width)  # the keys
+        # The token embeddings too (the states entering the first layer), where a name is the very word it is
+        self.inp_embeddings = nn.Linear(hidden, width) if read_embeddings else None
 
     @staticmethod
     def pick(query, key, soft, read, mask) -> torch.Tensor:
@@ -80,6 +82,8 @@ class Compressor(nn.Module):
         """(soft tokens (B, T, width), text tokens (B, S, width)) after the encoder."""
         batch, length = mask.shape
         tokens = self.inp(states[-1]) + self.positions[:length]
+        if self.inp_embeddings is not None:
+            tokens = tokens + self.inp_embeddings(states[0])
         x = torch.cat([tokens, self.soft_tokens.expand(batch, -1, -1)], dim=1)
         ignore = torch.cat([mask == 0, mask.new_zeros(batch, self.soft_tokens.shape[0], dtype=torch.bool)], dim=1)
         x = self.norm(self.encoder(x, src_key_padding_mask=ignore))
@@ -166,10 +170,11 @@ class CMTMemory(nn.Module):
         self.self_matching, self.top_k_aggregation, self.top_k = p.self_matching, p.top_k_aggregation, p.top_k
         self.matching = p.matching
         self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
-                                     p.soft_token_std)
+                                     p.soft_token_std, p.compressor_reads_embeddings)
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor
         self.question_encoder = None if p.self_matching else \
-            Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length, p.soft_token_std)
+            Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length, p.soft_token_std,
+                       p.compressor_reads_embeddings)
         self.aggregator = Aggregator(hidden, p.aggregator_heads, p.aggregator_blocks, p.window)
 
     # ------------------------------------------------------------------------------ the parts

@@ -5,10 +5,11 @@ on top. The parts, in the order a document and a question meet them:
 
 - **Compressor** (MAC's amortization network). A small transformer encoder reads the document's last hidden
   states from the frozen LLM (no gradient: the LLM is the pretrained encoder, where MAC downloads a T5; with
-  `compressor_reads_embeddings` its token embeddings too) together with T learnable soft tokens. Each soft token attends over the document's tokens twice: once to
-  make its key (what questions are matched with), once to pick, at every layer l, a mixture of the
-  document's hidden states entering layer l (what the frozen LLM reads). A document's memory is one bank
-  entry, (1 + layers, T, hidden): the same bytes whatever its length.
+  `compressor_reads_embeddings` its token embeddings too) together with T learnable soft tokens. Each soft
+  token attends over the document's tokens twice: once to make its key (what questions are matched with),
+  once to pick, at every layer l, a mixture of the document's hidden states entering layer l (what the frozen
+  LLM reads). A document's memory is one bank entry, (1 + layers, T, hidden): the same bytes whatever its
+  length.
 - **Bank**: one entry per document, appended in stream order.
 - **Question encoding**. The aggregator is conditioned on the question's keys. With self-matching (CMT) the
   question is encoded by the compressor itself, so questions and documents live in one space, and an

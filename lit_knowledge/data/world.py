@@ -21,6 +21,7 @@ What the world provides:
 
 from __future__ import annotations
 
+import functools
 import random
 from dataclasses import dataclass
 
@@ -159,8 +160,32 @@ class World:
     def _person(self, rng: random.Random, name: str) -> Person:
         return Person(name, rng.choice(CITIES), rng.choice(YEARS), rng.choice(self.orgs), rng.choice(FIELDS))
 
+    @functools.cached_property
+    def _free_names_by(self) -> dict[str, dict[str, list[str]]]:
+        """The free names by their first name and by their last name."""
+        out: dict[str, dict[str, list[str]]] = {"first": {}, "last": {}}
+        for name in self.free_names:
+            out["first"].setdefault(name.split()[0], []).append(name)
+            out["last"].setdefault(name.split()[-1], []).append(name)
+        return out
+
     def fresh_person(self, rng: random.Random) -> Person:
         return self._person(rng, rng.choice(self.free_names))
+
+    def fresh_people_sharing_names(self, rng: random.Random, count: int, shared_share: float) -> list[Person]:
+        """`count` fresh people, about `shared_share` of them in pairs that share a first or a last name (telling
+        the two apart needs the whole name), the rest drawn as `fresh_person` draws; in a random order."""
+        pairs = min(count // 2, round(count * shared_share / 2))
+        names = []
+        for _ in range(pairs):
+            name = rng.choice(self.free_names)
+            part = rng.choice(("first", "last"))  # which of the two names the pair shares
+            word = name.split()[0] if part == "first" else name.split()[-1]
+            namesakes = [n for n in self._free_names_by[part][word] if n != name]
+            names += [name, rng.choice(namesakes) if namesakes else rng.choice(self.free_names)]
+        names += [rng.choice(self.free_names) for _ in range(count - len(names))]
+        rng.shuffle(names)
+        return [self._person(rng, n) for n in names]
 
     # ------------------------------------------------------------------------------------- rendering
 

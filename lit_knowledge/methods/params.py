@@ -361,6 +361,10 @@ class CMTParams(MethodParams):
                            minimum=0)
     train_lr: float = doc(1e-3, "Peak learning rate of meta-training (AdamW, warm-up then cosine).", above=0)
     train_bank_size: int = doc(32, "Documents per meta-training step: the step's bank.", minimum=2)
+    train_shared_names: float = doc(0.0, "Share of each meta-training bank's people drawn in pairs that share a "
+                                         "first or a last name, so that matching must read the whole name (among "
+                                         "32 fresh people about one other shares a name with any one; among 256 "
+                                         "stream documents about seven).", minimum=0, maximum=1)
     grad_share: float = doc(0.25, "Backprop dropout: the share of the step's documents whose memory carries "
                                   "gradient; only their questions enter the QA loss.", above=0, maximum=1)
     questions_per_document: int = doc(2, "Questions asked about each document that carries gradient.", minimum=1)

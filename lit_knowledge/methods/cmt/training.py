@@ -54,7 +54,7 @@ def meta_seed(cfg) -> int:
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
     method = keyed_as_before(method, {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean",
-                                      "compressor_reads_embeddings": False})
+                                      "compressor_reads_embeddings": False, "train_shared_names": 0.0})
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}
@@ -138,7 +138,10 @@ class CMTTraining(L.LightningModule):
     def draw(self, step: int) -> Draw:
         p = self.params
         rng = random.Random(meta_seed(self.cfg) * 1_000_003 + step)
-        people = [self.world.fresh_person(rng) for _ in range(p.train_bank_size)]
+        if p.train_shared_names:
+            people = self.world.fresh_people_sharing_names(rng, p.train_bank_size, p.train_shared_names)
+        else:  # as every draw was before the option existed
+            people = [self.world.fresh_person(rng) for _ in range(p.train_bank_size)]
         out = Draw([self.world.document(person, rng) for person in people],
                    max(1, round(p.grad_share * p.train_bank_size)))
         for i in range(out.with_gradient):

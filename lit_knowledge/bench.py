@@ -1,6 +1,8 @@
 """Benchmarks. `overhead`: what the Lightning Trainer costs per training step over a plain PyTorch loop;
 `memoryllm`: MemoryLLM's integrity and cost over many writes (lit_knowledge/methods/memoryllm/integrity.py);
 `cmt`: CMT's bytes, write time, answer time and F1 as its bank grows (lit_knowledge/methods/cmt/cost.py);
+`cmt-matching`: where the gold document ranks in CMT's bank over a stream, F1 reading k entries
+(lit_knowledge/methods/cmt/matching.py);
 `ddp`: a stream run's wall time on one process and on DDP processes that split its work (lit_knowledge/bench_ddp.py);
 `reading`: the reader's F1 on a document's probes among other documents in its prompt (lit_knowledge/methods/reading.py).
 
@@ -387,6 +389,13 @@ def parse_args(argv):
     c.add_argument("--config", action="append", help="cmt config, repeatable (default configs/cmt/cmt.yaml)")
     c.add_argument("--sizes", type=int, nargs="+", default=[16, 64, 256, 1000], help="bank sizes to record")
     c.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
+    cm = sub.add_parser("cmt-matching", help="CMT over a stream's bank: where the gold document ranks, F1 reading "
+                                             "k entries, whom a wrong best match shares a name with",
+                        description="CMT's matching over the stream's bank (lit_knowledge/methods/cmt/matching.py).")
+    cm.add_argument("overrides", nargs="*", help="config key=value overrides (e.g. data.world.stream_seed=1)")
+    cm.add_argument("--config", action="append", help="cmt config, repeatable (default configs/cmt/cmt.yaml)")
+    cm.add_argument("--probes", type=int, default=200, help="probes asked (a fixed draw; default 200)")
+    cm.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     g = sub.add_parser("reading", help="the reader: F1 on a document's probes among other documents in its prompt",
                        description="Can the model find a fact among several documents in its prompt? The asked "
                                    "document first or last of t stream documents (lit_knowledge/methods/reading.py).")
@@ -445,6 +454,14 @@ def bench_cmt(args) -> int:
     return quiet_bench(lambda: bank_cost(cfg, args.sizes), format_cost, args.json)
 
 
+def bench_cmt_matching(args) -> int:
+    from lit_knowledge.config import load_config
+    from lit_knowledge.methods.cmt.matching import format_matching, matching_over_bank
+
+    cfg = load_config(args.config or ["configs/cmt/cmt.yaml"], args.overrides)
+    return quiet_bench(lambda: matching_over_bank(cfg, probes=args.probes), format_matching, args.json)
+
+
 def bench_memoryllm(args) -> int:
     from lit_knowledge.config import load_config
     from lit_knowledge.methods.memoryllm.integrity import format_integrity, integrity
@@ -482,6 +499,8 @@ def main(argv=None) -> int:
         return bench_memoryllm_recency(args)
     if args.bench == "cmt":
         return bench_cmt(args)
+    if args.bench == "cmt-matching":
+        return bench_cmt_matching(args)
     if args.bench == "ddp":
         return bench_ddp(args)
     if args.bench == "reading":

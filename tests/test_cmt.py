@@ -327,6 +327,32 @@ def test_the_cost_bench_keeps_bytes_per_document_constant_as_the_bank_grows(tmp_
     assert "| 9 |" in capsys.readouterr().out
 
 
+def test_the_matching_bench_ranks_the_gold_document_and_f1_reading_k_entries(tmp_path, tmp_cache, capsys):
+    """`bench cmt-matching` over the debug stream (6 documents, an untrained module): the gold document's rank,
+    F1 reading 1, 2 and 4 entries (8 exceeds the bank), whom each wrong best match shares a name with; MAC reads
+    the whole bank once."""
+    import json
+
+    from lit_knowledge import bench
+    from lit_knowledge.methods.cmt.matching import matching_over_bank
+
+    out = tmp_path / "matching.json"
+    assert bench.main(["cmt-matching", "--config", str(CMT_YAML), "--config", str(DEBUG_YAML), "--probes", "12",
+                       "--json", str(out), "method.train_steps=0", "method.top_k=4", f"run.root={tmp_path}"]) == 0
+    res = json.loads(out.read_text())
+    assert res["bank"] == 6 and res["probes"] == 12
+    tops = [res["gold_in_top"][k] for k in ("1", "2", "4", "8")]
+    assert tops == sorted(tops) and tops[-1] == 1.0  # 8 covers a bank of 6
+    assert list(res["f1_reading"]) == ["1", "2", "4"]
+    assert res["misses"] == round(12 * (1 - tops[0]))
+    assert res["miss_shares_first_name"] + res["miss_shares_last_name_only"] <= res["misses"]
+    assert "gold best" in capsys.readouterr().out
+    mac = load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}", *MAC])
+    assert list(matching_over_bank(mac, probes=4)["f1_reading"]) == ["all"]
+    with pytest.raises(UserError, match="--probes"):
+        matching_over_bank(mac, probes=0)
+
+
 def test_the_cost_bench_reads_each_document_from_its_own_entry_as_a_bank_of_one_does(tmp_path, tmp_cache):
     from lit_knowledge.methods.cmt.cost import bank_cost, format_cost
 

@@ -1,0 +1,77 @@
+"""CMT's matching over a stream's bank: `python -m lit_knowledge.bench cmt-matching [--probes N] [key=value ...]`.
+
+The config's stream is compressed into the bank in order, as the stream method does. For `probes` of the
+stream's probes (a fixed draw), it records where the question's own document ranks among the bank by the match
+score (best, top 2, 4, 8), F1 when the aggregator reads the best 1, 2, 4 or 8 entries (k above the window or
+the bank is skipped; without top-k aggregation, the whole bank once), and, for the questions whose best match is
+another document, whether that document's subject shares the gold subject's first name, or its last name alone
+(sources whose documents name no subject leave that split out).
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from lit_knowledge.errors import UserError
+from lit_knowledge.evaluation.metrics import qa_scores
+from lit_knowledge.methods.cmt.method import CMT
+from lit_knowledge.methods.cmt.training import cmt_build, encode_texts
+
+RANKS = (1, 2, 4, 8)
+
+
+@torch.no_grad()
+def matching_over_bank(cfg, probes: int = 200, reads=RANKS, seed: int = 0) -> dict:
+    if probes < 1:
+        raise UserError("--probes must be >= 1")
+    method = CMT(cfg)
+    memory = method.memory
+    docs = [d for step in method.stream.steps for d in step.documents]
+    for i in range(0, len(docs), cfg.eval.batch_size):
+        enc = encode_texts(method.tokenizer, [d.text for d in docs[i : i + cfg.eval.batch_size]],
+                           cfg.data.max_length, memory.device)
+        method.add_documents(enc["input_ids"], enc["attention_mask"])
+    index = {d.id: i for i, d in enumerate(docs)}
+    asked = [p for step in method.stream.steps for p in step.probes if p.doc_id in index]
+    random.Random(seed).shuffle(asked)
+    asked = asked[:probes]
+    enc = encode_texts(method.tokenizer, [p.question for p in asked], cfg.data.max_length, memory.device)
+    scores = memory.match_scores(memory.encode_question(enc["input_ids"], enc["attention_mask"]), method.bank)
+    gold = torch.tensor([index[p.doc_id] for p in asked], device=scores.device)
+    rank = (scores > scores.gather(1, gold[:, None])).sum(1)  # entries scored above the gold one
+    res = {"module": cmt_build(cfg).key, "bank": len(docs), "probes": len(asked),
+           "gold_in_top": {k: float((rank < k).float().mean()) for k in RANKS}, "f1_reading": {}}
+    answers = [p.answers for p in asked]
+    if memory.top_k_aggregation:
+        kept = memory.top_k
+        try:
+            for k in (k for k in reads if k <= min(memory.aggregator.window, len(docs))):
+                memory.top_k = k
+                res["f1_reading"][k] = qa_scores(method.answer(asked), answers)["f1"]
+        finally:
+            memory.top_k = kept
+    else:
+        res["f1_reading"]["all"] = qa_scores(method.answer(asked), answers)["f1"]
+    best = scores.argmax(1).tolist()
+    misses = [(docs[index[p.doc_id]].subject.split(), docs[b].subject.split())
+              for p, b in zip(asked, best) if b != index[p.doc_id]]
+    res["misses"] = len(misses)
+    if misses and all(g and m for g, m in misses):
+        res["miss_shares_first_name"] = sum(g[0] == m[0] for g, m in misses)
+        res["miss_shares_last_name_only"] = sum(g[0] != m[0] and g[-1] == m[-1] for g, m in misses)
+    return res
+
+
+def format_matching(res: dict) -> str:
+    ranks = " | ".join(f"{res['gold_in_top'][k]:.2f}" for k in RANKS)
+    reads = list(res["f1_reading"])
+    lines = [f"CMT module {res['module']}: a bank of {res['bank']} documents, {res['probes']} probes", "",
+             "| gold best | in top 2 | top 4 | top 8 | " + " | ".join(f"F1 reading {k}" for k in reads) + " |",
+             "|---" * (4 + len(reads)) + "|",
+             f"| {ranks} | " + " | ".join(f"{res['f1_reading'][k]:.3f}" for k in reads) + " |"]
+    if "miss_shares_first_name" in res:
+        lines += ["", f"best match wrong for {res['misses']}: it shares the gold subject's first name in "
+                      f"{res['miss_shares_first_name']}, its last name alone in {res['miss_shares_last_name_only']}"]
+    return "\n".join(lines)

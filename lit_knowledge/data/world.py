@@ -182,7 +182,9 @@ class World:
             part = rng.choice(("first", "last"))  # which of the two names the pair shares
             word = name.split()[0] if part == "first" else name.split()[-1]
             namesakes = [n for n in self._free_names_by[part][word] if n != name]
-            names += [name, rng.choice(namesakes) if namesakes else rng.choice(self.free_names)]
+            if not namesakes:  # never with the world's name lists (every first and last name recurs)
+                raise UserError(f"no other free name shares the {part} name {word!r}: lower train_shared_names")
+            names += [name, rng.choice(namesakes)]
         names += [rng.choice(self.free_names) for _ in range(count - len(names))]
         rng.shuffle(names)
         return [self._person(rng, n) for n in names]

@@ -333,7 +333,12 @@ class CMTParams(MethodParams):
     compressor_reads_embeddings: bool = doc(False, "The compressor reads the frozen LLM's token embeddings (the "
                                                    "states entering its first layer) beside its last layer's "
                                                    "output, which is all it reads when off: a name is the very "
-                                                   "word there, which matching a question to its document needs.")
+                                                   "word there (no gain on the dev stream: docs/results/cmt.md).")
+    keys_read_every_word: bool = doc(False, "Each key adds the mean of the text's encoded words to what its "
+                                            "attention picked, so every word of a question or document reaches the "
+                                            "match score (off: only the words the keys' attention picks; a "
+                                            "question's key then ignores the person's last name: "
+                                            "docs/results/cmt.md).")
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
     window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "
@@ -364,7 +369,7 @@ class CMTParams(MethodParams):
     train_shared_names: float = doc(0.0, "Share of each meta-training bank's people drawn in pairs that share a "
                                          "first or a last name, so that matching must read the whole name (among "
                                          "32 fresh people about one other shares a name with any one; among 256 "
-                                         "stream documents about seven).", minimum=0, maximum=1)
+                                         "stream documents about 7.5).", minimum=0, maximum=1)
     grad_share: float = doc(0.25, "Backprop dropout: the share of the step's documents whose memory carries "
                                   "gradient; only their questions enter the QA loss.", above=0, maximum=1)
     questions_per_document: int = doc(2, "Questions asked about each document that carries gradient.", minimum=1)

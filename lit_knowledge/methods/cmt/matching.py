@@ -4,8 +4,10 @@ The config's stream is compressed into the bank in order, as the stream method d
 stream's probes (a fixed draw), it records where the question's own document ranks among the bank by the match
 score (best, top 2, 4, 8), F1 when the aggregator reads the best 1, 2, 4 or 8 entries (k above the window or
 the bank is skipped; without top-k aggregation, the whole bank once), and, for the questions whose best match is
-another document, whether that document's subject shares the gold subject's first name, or its last name alone
-(sources whose documents name no subject leave that split out).
+another document, whether that document is about the same subject, shares the gold subject's first name, or its
+last name alone (sources whose documents name no subject leave that split out). On the world, also how much a question's key
+moves when the asked person's first or last name alone is swapped for another (the cosine of the two keys' means,
+over `probes` random names): 1 means the key ignores that name.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import random
 
 import torch
 
+from lit_knowledge.data.world import FIRST_NAMES, LAST_NAMES, PROBE_SPLIT, QUESTIONS
 from lit_knowledge.errors import UserError
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.cmt.method import CMT
@@ -59,9 +62,33 @@ def matching_over_bank(cfg, probes: int = 200, reads=RANKS, seed: int = 0) -> di
               for p, b in zip(asked, best) if b != index[p.doc_id]]
     res["misses"] = len(misses)
     if misses and all(g and m for g, m in misses):
-        res["miss_shares_first_name"] = sum(g[0] == m[0] for g, m in misses)
+        res["miss_same_subject"] = sum(g == m for g, m in misses)  # another document about the same person
+        res["miss_shares_first_name"] = sum(g != m and g[0] == m[0] for g, m in misses)
         res["miss_shares_last_name_only"] = sum(g[0] != m[0] and g[-1] == m[-1] for g, m in misses)
+    if cfg.data.source == "world":
+        res.update(name_sensitivity(memory, method.tokenizer, cfg, probes, seed))
     return res
+
+
+def name_sensitivity(memory, tokenizer, cfg, questions: int, seed: int = 0) -> dict:
+    """The cosine between a question's key summary and that of the same question about a person whose first (or
+    last) name alone differs, averaged over `questions` random names of the world's lists."""
+    rng = random.Random(seed)
+    template = QUESTIONS["city"][PROBE_SPLIT]  # a held-out wording
+    asked, other_first, other_last = [], [], []
+    for _ in range(questions):
+        first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        asked.append(template.format(name=f"{first} {last}"))
+        other_first.append(template.format(name=f"{rng.choice([n for n in FIRST_NAMES if n != first])} {last}"))
+        other_last.append(template.format(name=f"{first} {rng.choice([n for n in LAST_NAMES if n != last])}"))
+
+    def summary(texts):
+        enc = encode_texts(tokenizer, texts, cfg.data.max_length, memory.device)
+        return memory.summary(memory.encode_question(enc["input_ids"], enc["attention_mask"]))
+
+    base = summary(asked)
+    return {"key_cos_other_first_name": float((base * summary(other_first)).sum(-1).mean()),
+            "key_cos_other_last_name": float((base * summary(other_last)).sum(-1).mean())}
 
 
 def format_matching(res: dict) -> str:
@@ -72,6 +99,10 @@ def format_matching(res: dict) -> str:
              "|---" * (4 + len(reads)) + "|",
              f"| {ranks} | " + " | ".join(f"{res['f1_reading'][k]:.3f}" for k in reads) + " |"]
     if "miss_shares_first_name" in res:
-        lines += ["", f"best match wrong for {res['misses']}: it shares the gold subject's first name in "
-                      f"{res['miss_shares_first_name']}, its last name alone in {res['miss_shares_last_name_only']}"]
+        lines += ["", f"best match wrong for {res['misses']}: about the same subject in {res['miss_same_subject']}, "
+                      f"another sharing its first name in {res['miss_shares_first_name']}, its last name alone in "
+                      f"{res['miss_shares_last_name_only']}"]
+    if "key_cos_other_first_name" in res:
+        lines += [f"a question's key against the same question with another first name: cosine "
+                  f"{res['key_cos_other_first_name']:.3f}; with another last name: {res['key_cos_other_last_name']:.3f}"]
     return "\n".join(lines)

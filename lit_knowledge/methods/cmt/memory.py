@@ -51,14 +51,17 @@ class Compressor(nn.Module):
     """A document's (or question's) hidden states -> its memory: (B, 1 + layers, T, hidden).
 
     Row 0 holds the T keys (each soft token's encoder output plus what its key attention picked from the
-    document, mapped to the hidden size): what questions are matched and aggregated with. Rows 1..L hold, per layer l, T mixtures of the document's hidden states
+    document, and with `keys_read_every_word` the document's mean, mapped to the hidden size): what questions
+    are matched and aggregated with. Rows 1..L hold, per layer l, T mixtures of the document's hidden states
     entering layer l, each soft token weighting the document's tokens by its own attention: what the frozen LLM
     reads at layer l, in the very space it reads context in.
     """
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
-                 soft_token_std: float = FIRST_SOFT_TOKEN_STD, read_embeddings: bool = False):
+                 soft_token_std: float = FIRST_SOFT_TOKEN_STD, read_embeddings: bool = False,
+                 keys_read_every_word: bool = False):
         super().__init__()
+        self.keys_read_every_word = keys_read_every_word
         self.inp = nn.Linear(hidden, width)
         self.positions = nn.Parameter(torch.randn(max_length, width) * 0.02)
         self.soft_tokens = nn.Parameter(torch.randn(memory_tokens, width) * soft_token_std)
@@ -101,7 +104,10 @@ class Compressor(nn.Module):
         soft, read = self.encode(states, mask)
         weights = self.pick(self.pick_query, self.pick_key, soft, read, mask)  # (B, T, S)
         key_weights = self.pick(self.key_query, self.key_key, soft, read, mask)
-        keys = self.out(soft + key_weights @ read)  # what each soft token picked, in the encoder's words
+        picked = key_weights @ read  # what each soft token picked, in the encoder's words
+        if self.keys_read_every_word:  # and the text's mean, which every word reaches
+            picked = picked + ((read * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))[:, None]
+        keys = self.out(soft + picked)
         keys = keys + self.mlp(keys)
         values = torch.stack([weights @ h for h in states[:-1]], dim=1)  # (B, L, T, hidden)
         return torch.cat([keys[:, None], values], dim=1)
@@ -171,11 +177,11 @@ class CMTMemory(nn.Module):
         self.self_matching, self.top_k_aggregation, self.top_k = p.self_matching, p.top_k_aggregation, p.top_k
         self.matching = p.matching
         self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
-                                     p.soft_token_std, p.compressor_reads_embeddings)
+                                     p.soft_token_std, p.compressor_reads_embeddings, p.keys_read_every_word)
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor
         self.question_encoder = None if p.self_matching else \
             Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length, p.soft_token_std,
-                       p.compressor_reads_embeddings)
+                       p.compressor_reads_embeddings, p.keys_read_every_word)
         self.aggregator = Aggregator(hidden, p.aggregator_heads, p.aggregator_blocks, p.window)
 
     # ------------------------------------------------------------------------------ the parts
@@ -208,7 +214,7 @@ class CMTMemory(nn.Module):
 
     @staticmethod
     def summary(keys: torch.Tensor) -> torch.Tensor:
-        """A unit vector per entry (its mean key): what self-matching and top-k compare."""
+        """A unit vector per entry (its mean key): what `mean` matching compares."""
         return F.normalize(keys.mean(dim=-2), dim=-1)
 
     def match_scores(self, question: torch.Tensor, bank: torch.Tensor) -> torch.Tensor:

@@ -54,7 +54,8 @@ def meta_seed(cfg) -> int:
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
     method = keyed_as_before(method, {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean",
-                                      "compressor_reads_embeddings": False, "train_shared_names": 0.0})
+                                      "compressor_reads_embeddings": False, "train_shared_names": 0.0,
+                                      "keys_read_every_word": False})
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}

@@ -336,9 +336,8 @@ class CMTParams(MethodParams):
                                                    "word there (no gain on the dev stream: docs/results/cmt.md).")
     keys_read_every_word: bool = doc(False, "Each key adds the mean of the text's encoded words to what its "
                                             "attention picked, so every word of a question or document reaches the "
-                                            "match score (off: only the words the keys' attention picks; a "
-                                            "question's key then ignores the person's last name: "
-                                            "docs/results/cmt.md).")
+                                            "match score (off: only the words the keys' attention picks). On the "
+                                            "dev stream keys still ignored the last name (docs/results/cmt.md).")
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
     window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "

@@ -22,8 +22,10 @@ def reading_among_documents(cfg, max_documents: int = 5, probes_per_document: in
     it is followed by t - 1 later documents of the stream (`after`, as a memory holds older writes behind
     newer ones) and when t - 1 earlier ones precede it (`before`), t = 1 .. max_documents; documents joined
     as in pretraining. The stream's documents, in order; the first `probes_per_document` probes of each."""
-    if max_documents < 1 or probes_per_document < 1:
+    if max_documents < 1:
         raise UserError("--documents must be >= 1")
+    if probes_per_document < 1:
+        raise UserError(f"probes_per_document={probes_per_document}: ask at least one probe per document")
     stream = load_stream(cfg)
     docs = [d for s in stream.steps for d in s.documents]
     if len(docs) < max_documents:

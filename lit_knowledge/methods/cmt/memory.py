@@ -176,12 +176,13 @@ class CMTMemory(nn.Module):
         self.memory_tokens = T
         self.self_matching, self.top_k_aggregation, self.top_k = p.self_matching, p.top_k_aggregation, p.top_k
         self.matching = p.matching
-        self.compressor = Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
-                                     p.soft_token_std, p.compressor_reads_embeddings, p.keys_read_every_word)
+        def new_compressor() -> Compressor:
+            return Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
+                              p.soft_token_std, p.compressor_reads_embeddings, p.keys_read_every_word)
+
+        self.compressor = new_compressor()
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor
-        self.question_encoder = None if p.self_matching else \
-            Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length, p.soft_token_std,
-                       p.compressor_reads_embeddings, p.keys_read_every_word)
+        self.question_encoder = None if p.self_matching else new_compressor()
         self.aggregator = Aggregator(hidden, p.aggregator_heads, p.aggregator_blocks, p.window)
 
     # ------------------------------------------------------------------------------ the parts

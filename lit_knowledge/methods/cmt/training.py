@@ -43,6 +43,10 @@ from lit_knowledge.models.prefix import greedy_answers
 # Bumped whenever a change here trains other parts from the same settings: the cache key changes with it.
 TRAINING_VERSION = 1
 RECORD = "cmt.json"
+# Method fields added after modules were cached, with the behaviour modules had before them: a module built at that
+# value keeps its key.
+FIELDS_ADDED_LATER = {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean", "compressor_reads_embeddings": False,
+                      "train_shared_names": 0.0, "keys_read_every_word": False}
 PARTS = "cmt_parts.pt"
 
 
@@ -53,9 +57,7 @@ def meta_seed(cfg) -> int:
 
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
-    method = keyed_as_before(method, {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean",
-                                      "compressor_reads_embeddings": False, "train_shared_names": 0.0,
-                                      "keys_read_every_word": False})
+    method = keyed_as_before(method, FIELDS_ADDED_LATER)
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
                   "num_organisations": world.num_organisations}

@@ -144,6 +144,33 @@ def test_keys_that_read_every_word_add_the_texts_mean_and_the_default_keeps_its_
     assert cmt_build(load_config([str(CMT_YAML)], ["method.keys_read_every_word=true"])).key != cmt_build(cfg).key
 
 
+def test_key_token_dropout_hides_words_from_the_keys_in_training_only_and_the_default_keeps_its_key():
+    """`key_token_dropout`: in training each word is hidden from the keys' attention at random (never every word
+    of a text, and never from the layers' vectors); in evaluation the keys read every word, as with it off."""
+    from lit_knowledge.methods.cmt.training import cmt_build
+
+    memory, plain = tiny_cmt(key_token_dropout=0.5), tiny_cmt()
+    c = memory.compressor
+    x, mask = right_padded(ids(6, 9, 1))
+    with torch.no_grad():
+        states = memory.hidden_states(x, mask)
+        torch.testing.assert_close(c(states, mask), plain.compressor(states, mask))  # eval: nothing hidden
+        c.train()
+        torch.manual_seed(0)
+        seen = torch.stack([c.words_keys_see(mask) for _ in range(200)])
+        shown = seen.float().sum(0) / 200
+        assert (seen.sum(-1) >= 1).all()  # a one-word text keeps its word
+        assert (seen <= mask).all() and torch.equal(seen[:, 2, 0], torch.ones(200, dtype=seen.dtype))
+        assert 0.35 < float(shown[1, :9].mean()) < 0.65  # about half of the longer texts' words seen
+        torch.manual_seed(3)
+        train_out = c(states, mask)
+        torch.testing.assert_close(train_out[:, 1:], plain.compressor(states, mask)[:, 1:])  # the vectors read all
+        assert not torch.allclose(train_out[:, 0], plain.compressor(states, mask)[:, 0])
+    cfg = load_config([str(CMT_YAML)], [])
+    assert "key_token_dropout" not in cmt_build(cfg).recipe["method"]
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.key_token_dropout=0.3"])).key != cmt_build(cfg).key
+
+
 def test_late_matching_scores_an_entry_by_each_question_keys_best_match_and_keeps_the_mean_builds_keys():
     """`matching: late`: a question key equal to one of an entry's keys counts fully, whatever the entry's other
     keys; `mean` compares mean keys only. The bank may be shared (n, ...) or per question (B, n, ...)."""

@@ -338,6 +338,10 @@ class CMTParams(MethodParams):
                                             "attention picked, so every word of a question or document reaches the "
                                             "match score (off: only the words the keys' attention picks). On the "
                                             "dev stream keys still ignored the last name (docs/results/cmt.md).")
+    key_token_dropout: float = doc(0.0, "In meta-training only, each word of a text is hidden from the keys' "
+                                        "attention with this probability (never all of them; the memory's layer "
+                                        "vectors still read every word), so that a key cannot rest on one word "
+                                        "alone, such as a person's first name.", minimum=0, maximum=0.9)
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
     window: int = doc(32, "Bank entries the aggregator reads at once; a larger bank is aggregated hierarchically, "

@@ -59,9 +59,10 @@ class Compressor(nn.Module):
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
                  soft_token_std: float = FIRST_SOFT_TOKEN_STD, read_embeddings: bool = False,
-                 keys_read_every_word: bool = False):
+                 keys_read_every_word: bool = False, key_token_dropout: float = 0.0):
         super().__init__()
         self.keys_read_every_word = keys_read_every_word
+        self.key_token_dropout = key_token_dropout
         self.inp = nn.Linear(hidden, width)
         self.positions = nn.Parameter(torch.randn(max_length, width) * 0.02)
         self.soft_tokens = nn.Parameter(torch.randn(memory_tokens, width) * soft_token_std)
@@ -93,6 +94,14 @@ class Compressor(nn.Module):
         x = self.norm(self.encoder(x, src_key_padding_mask=ignore))
         return x[:, length:], x[:, :length]
 
+    def words_keys_see(self, mask: torch.Tensor) -> torch.Tensor:
+        """The text's mask for the keys' attention: in training with `key_token_dropout`, each word hidden with
+        that probability (a text that would lose every word keeps them all); otherwise the mask itself."""
+        if not (self.training and self.key_token_dropout):
+            return mask
+        seen = mask * (torch.rand(mask.shape, device=mask.device) >= self.key_token_dropout)
+        return torch.where(seen.sum(1, keepdim=True) > 0, seen, mask)
+
     def picks(self, states: list[torch.Tensor], mask: torch.Tensor) -> torch.Tensor:
         """Each soft token's weights over the text's tokens for the layers' vectors, (B, T, S)."""
         soft, read = self.encode(states, mask)
@@ -103,7 +112,7 @@ class Compressor(nn.Module):
         mask (B, S). Padding is never read."""
         soft, read = self.encode(states, mask)
         weights = self.pick(self.pick_query, self.pick_key, soft, read, mask)  # (B, T, S)
-        key_weights = self.pick(self.key_query, self.key_key, soft, read, mask)
+        key_weights = self.pick(self.key_query, self.key_key, soft, read, self.words_keys_see(mask))
         picked = key_weights @ read  # what each soft token picked, in the encoder's words
         if self.keys_read_every_word:  # and the text's mean, which every word reaches
             picked = picked + ((read * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1))[:, None]
@@ -178,7 +187,8 @@ class CMTMemory(nn.Module):
         self.matching = p.matching
         def new_compressor() -> Compressor:
             return Compressor(hidden, T, width, p.compressor_layers, p.compressor_heads, max_length,
-                              p.soft_token_std, p.compressor_reads_embeddings, p.keys_read_every_word)
+                              p.soft_token_std, p.compressor_reads_embeddings, p.keys_read_every_word,
+                              p.key_token_dropout)
 
         self.compressor = new_compressor()
         # MAC: the question has an encoder of its own; CMT's self-matching encodes it with the compressor

@@ -46,7 +46,8 @@ RECORD = "cmt.json"
 # Method fields added after modules were cached, with the behaviour modules had before them: a module built at that
 # value keeps its key.
 FIELDS_ADDED_LATER = {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean", "compressor_reads_embeddings": False,
-                      "train_shared_names": 0.0, "keys_read_every_word": False}
+                      "train_shared_names": 0.0, "keys_read_every_word": False,
+                      "key_token_dropout": 0.0}
 PARTS = "cmt_parts.pt"
 
 

@@ -268,12 +268,35 @@ def test_each_technique_adds_its_loss_and_mac_trains_on_the_answers_alone(tmp_pa
     assert set(mac.losses(mac.draw(0))) == {"qa", "gold_first"}
 
 
+def test_matching_every_document_asks_about_each_uncarried_document_for_the_match_loss_only(tmp_path, tmp_cache):
+    """`match_every_document`: one question about each document that carries no gradient joins self-matching's
+    loss (its gold index that document's), the QA rows stay the carried documents' own; off, nothing is added and
+    the cache key is the one modules were built with."""
+    from lit_knowledge.methods.cmt.training import cmt_build
+
+    plain, every = training_module(tmp_path), training_module(tmp_path, "method.match_every_document=true")
+    draw, more = plain.draw(0), every.draw(0)
+    assert draw.matched_only == [] and more.asked == draw.asked and more.documents == draw.documents
+    assert [i for _, i in more.matched_only] == list(range(2, 8))
+    for q, i in more.matched_only:  # about the person of document i
+        assert any(name in q and name in more.documents[i] for name in every.world.free_names), (q, i)
+    seen = []
+    match_scores = every.memory.match_scores
+    every.memory.match_scores = lambda q, bank: seen.append(q.shape[0]) or match_scores(q, bank)
+    parts = every.losses(more)
+    assert seen == [len(more.asked) + 6] and torch.isfinite(parts["match"])
+    assert training_module(tmp_path, *MAC, "method.match_every_document=true").draw(0).matched_only == []
+    cfg = load_config([str(CMT_YAML)], [])
+    assert "match_every_document" not in cmt_build(cfg).recipe["method"]
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.match_every_document=true"])).key != cmt_build(cfg).key
+
+
 def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
     """Held out at the level of people: the bank's documents and every question are about fresh people and the
     rehearsal half of the background, never a stream person (test or dev stream) or one locality asks about."""
     from lit_knowledge.data.world import World
 
-    module = training_module(tmp_path)
+    module = training_module(tmp_path, "method.match_every_document=true")
     world = module.world
     dev = World(load_config([str(CMT_YAML), str(DEBUG_YAML)], ["data.world.stream_seed=1"]).data.world)
     held_out = {p.name for p in world.stream_people + dev.stream_people + world.locality_people()}
@@ -281,7 +304,8 @@ def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cac
     seen = set()
     for step in range(200):
         draw = module.draw(step)
-        for text in draw.documents + [f"{q} {a}" for q, a, _ in draw.asked] + [f"{q} {a}" for q, a in draw.background]:
+        for text in (draw.documents + [f"{q} {a}" for q, a, _ in draw.asked] + [f"{q} {a}" for q, a in draw.background]
+                     + [q for q, _ in draw.matched_only]):
             named = {name for name in held_out | rehearsed if name in text}
             assert not named & held_out, (named & held_out, text)
             seen |= named

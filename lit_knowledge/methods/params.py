@@ -362,6 +362,11 @@ class CMTParams(MethodParams):
     match_loss_weight: float = doc(3.0, "Weight of self-matching's contrastive loss (at 0.5 the bank's keys stayed "
                                         "alike and matching never started in a 500-step check).", minimum=0)
     match_temperature: float = doc(0.1, "Temperature of that loss.", above=0)
+    match_every_document: bool = doc(False, "Self-matching's loss also asks one question about each document of "
+                                            "the step's bank that carries no gradient (off: only the gradient "
+                                            "documents' questions, those of the QA loss). Keys then have to tell "
+                                            "both members of a namesake pair apart, not one; the QA loss is "
+                                            "unchanged.")
     seed: Optional[int] = doc(None, "Meta-training's seed: the parts' initialisation and the fresh people each step "
                                     "draws (null: run.seed). A group varies it, not run.seed, which would also "
                                     "pretrain another reader.", minimum=0)

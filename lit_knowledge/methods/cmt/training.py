@@ -47,7 +47,7 @@ RECORD = "cmt.json"
 # value keeps its key.
 FIELDS_ADDED_LATER = {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean", "compressor_reads_embeddings": False,
                       "train_shared_names": 0.0, "keys_read_every_word": False,
-                      "key_token_dropout": 0.0}
+                      "key_token_dropout": 0.0, "match_every_document": False}
 PARTS = "cmt_parts.pt"
 
 
@@ -106,12 +106,14 @@ def train_cmt(cfg) -> Path:
 @dataclass
 class Draw:
     """One step's bank (a document per fresh person, the first `with_gradient` carrying gradient), the questions
-    about those (with the index of the document that answers each), and questions about the background."""
+    about those (with the index of the document that answers each), questions about the background, and (with
+    `match_every_document`) one question about each other document, for self-matching's loss only."""
 
     documents: list[str]
     with_gradient: int
     asked: list[tuple[str, str, int]] = field(default_factory=list)
     background: list[tuple[str, str]] = field(default_factory=list)
+    matched_only: list[tuple[str, int]] = field(default_factory=list)
 
 
 def encode_texts(tokenizer, texts: list[str], max_length: int, device) -> dict:
@@ -154,6 +156,10 @@ class CMTTraining(L.LightningModule):
         for _ in range(p.background_rows):
             _, q, a = rng.choice(self.world.questions(rng.choice(self.rehearsed), "all", self.world.background))
             out.background.append((q, a))
+        if p.match_every_document and p.self_matching:
+            for i in range(out.with_gradient, len(people)):
+                _, q, _ = rng.choice(self.world.questions(people[i], "all", people))
+                out.matched_only.append((q, i))
         return out
 
     def encode(self, texts: list[str]) -> dict:
@@ -178,8 +184,12 @@ class CMTTraining(L.LightningModule):
         if p.memory_aware:
             own = m.to_layers(carried)
             out["memory"] = m.read(own, docs["input_ids"][:g], docs["attention_mask"][:g], labels=docs["labels"][:g]).loss
-        gold = torch.tensor([i for _, _, i in draw.asked], device=self.device)
-        scores = m.match_scores(encoded[: len(draw.asked)], bank)
+        gold = torch.tensor([i for _, _, i in draw.asked] + [i for _, i in draw.matched_only], device=self.device)
+        matched = encoded[: len(draw.asked)]
+        if draw.matched_only:
+            more = self.encode([q for q, _ in draw.matched_only])
+            matched = torch.cat([matched, m.encode_question(more["input_ids"], more["attention_mask"])])
+        scores = m.match_scores(matched, bank)
         if p.self_matching:
             out["match"] = F.cross_entropy(scores / p.match_temperature, gold)
         out["gold_first"] = (scores.argmax(-1) == gold).float().mean().detach()

@@ -428,6 +428,8 @@ def test_the_matching_bench_ranks_the_gold_document_and_f1_reading_k_entries(tmp
     assert sum(split) <= res["misses"] and (res["misses"] == 0 or "miss_shares_first_name" in res)
     assert "gold best" in capsys.readouterr().out
     assert -1 <= res["key_cos_other_first_name"] <= 1 and -1 <= res["key_cos_other_last_name"] <= 1
+    shares = res["key_attention_first_name"], res["key_attention_last_name"]
+    assert all(0 < x < 1 for x in shares) and sum(shares) < 1  # the template's other words take the rest
     mac = load_config([str(CMT_YAML), str(DEBUG_YAML)], ["method.train_steps=0", f"run.root={tmp_path}", *MAC])
     assert list(matching_over_bank(mac, probes=4)["f1_reading"]) == ["all"]
     with pytest.raises(UserError, match="--probes"):

@@ -7,7 +7,8 @@ the bank is skipped; without top-k aggregation, the whole bank once), and, for t
 another document, whether that document is about the same subject, shares the gold subject's first name, or its
 last name alone (sources whose documents name no subject leave that split out). On the world, also how much a question's key
 moves when the asked person's first or last name alone is swapped for another (the cosine of the two keys' means,
-over `probes` random names): 1 means the key ignores that name.
+over `probes` random names): 1 means the key ignores that name; and what share of the keys' attention over the
+question's words (averaged over the keys) falls on the first name's and on the last name's words.
 """
 
 from __future__ import annotations
@@ -72,12 +73,14 @@ def matching_over_bank(cfg, probes: int = 200, reads=RANKS, seed: int = 0) -> di
 
 def name_sensitivity(memory, tokenizer, cfg, questions: int, seed: int = 0) -> dict:
     """The cosine between a question's key summary and that of the same question about a person whose first (or
-    last) name alone differs, averaged over `questions` random names of the world's lists."""
+    last) name alone differs, averaged over `questions` random names of the world's lists, and the share of the
+    keys' attention on each of the two names."""
     rng = random.Random(seed)
     template = QUESTIONS["city"][PROBE_SPLIT]  # a held-out wording
-    asked, other_first, other_last = [], [], []
+    asked, other_first, other_last, names = [], [], [], []
     for _ in range(questions):
         first, last = rng.choice(FIRST_NAMES), rng.choice(LAST_NAMES)
+        names.append((first, last))
         asked.append(template.format(name=f"{first} {last}"))
         other_first.append(template.format(name=f"{rng.choice([n for n in FIRST_NAMES if n != first])} {last}"))
         other_last.append(template.format(name=f"{first} {rng.choice([n for n in LAST_NAMES if n != last])}"))
@@ -87,8 +90,33 @@ def name_sensitivity(memory, tokenizer, cfg, questions: int, seed: int = 0) -> d
         return memory.summary(memory.encode_question(enc["input_ids"], enc["attention_mask"]))
 
     base = summary(asked)
+    first_share, last_share = key_attention_on_names(memory, tokenizer, cfg, template, names)
     return {"key_cos_other_first_name": float((base * summary(other_first)).sum(-1).mean()),
-            "key_cos_other_last_name": float((base * summary(other_last)).sum(-1).mean())}
+            "key_cos_other_last_name": float((base * summary(other_last)).sum(-1).mean()),
+            "key_attention_first_name": first_share, "key_attention_last_name": last_share}
+
+
+def key_attention_on_names(memory, tokenizer, cfg, template: str, names: list[tuple[str, str]]) -> tuple[float, float]:
+    """The share of the question keys' attention over the words (mean over keys and questions) that falls on the
+    first name's tokens and on the last name's, in `template` asked about each (first, last)."""
+    encoder = memory.compressor if memory.question_encoder is None else memory.question_encoder
+    before = template.split("{name}")[0].rstrip()
+
+    def length(text: str) -> int:  # tokens of the text as encoded (the same start and end tokens every time)
+        return int(encode_texts(tokenizer, [text], cfg.data.max_length, memory.device)["attention_mask"].sum())
+
+    enc = encode_texts(tokenizer, [template.format(name=f"{given} {family}") for given, family in names], cfg.data.max_length,
+                       memory.device)
+    mask = enc["attention_mask"]
+    soft, read = encoder.encode(memory.hidden_states(enc["input_ids"], mask), mask)
+    weights = encoder.pick(encoder.key_query, encoder.key_key, soft, read, mask).mean(1)  # (B, S)
+    on_first = on_last = 0.0
+    for row, (given, family) in enumerate(names):
+        start = length(before) - 1
+        mid, end = length(f"{before} {given}") - 1, length(f"{before} {given} {family}") - 1
+        on_first += float(weights[row, start:mid].sum())
+        on_last += float(weights[row, mid:end].sum())
+    return on_first / len(names), on_last / len(names)
 
 
 def format_matching(res: dict) -> str:
@@ -104,5 +132,7 @@ def format_matching(res: dict) -> str:
                       f"{res['miss_shares_last_name_only']}"]
     if "key_cos_other_first_name" in res:
         lines += [f"a question's key against the same question with another first name: cosine "
-                  f"{res['key_cos_other_first_name']:.3f}; with another last name: {res['key_cos_other_last_name']:.3f}"]
+                  f"{res['key_cos_other_first_name']:.3f}; with another last name: {res['key_cos_other_last_name']:.3f}",
+                  f"the keys' attention over a question's words: {res['key_attention_first_name']:.2f} on the first "
+                  f"name, {res['key_attention_last_name']:.2f} on the last name"]
     return "\n".join(lines)

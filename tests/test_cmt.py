@@ -261,6 +261,16 @@ def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_
     assert {i for _, _, i in draw.asked} == {0, 1}  # only the carried documents' questions enter the loss
 
 
+def test_every_document_may_carry_gradient(tmp_path, tmp_cache):
+    """`grad_share: 1` (no backprop dropout) leaves no constant part of the bank; a step still trains."""
+    module = training_module(tmp_path, "method.grad_share=1.0")
+    draw = module.draw(0)
+    assert draw.with_gradient == len(draw.documents) == 8
+    loss = module.training_step(torch.tensor(0), 0)
+    loss.backward()
+    assert torch.isfinite(loss)
+
+
 def test_each_technique_adds_its_loss_and_mac_trains_on_the_answers_alone(tmp_path, tmp_cache):
     draw_cmt = training_module(tmp_path).losses
     mac = training_module(tmp_path, *MAC)

@@ -170,9 +170,11 @@ class CMTTraining(L.LightningModule):
         docs = self.encode(draw.documents)
         g = draw.with_gradient
         carried = m.compress(docs["input_ids"][:g], docs["attention_mask"][:g])
-        with torch.no_grad():  # backprop dropout: the rest of the bank is a constant
-            rest = m.compress(docs["input_ids"][g:], docs["attention_mask"][g:])
-        bank = torch.cat([carried, rest])
+        bank = carried
+        if g < len(draw.documents):
+            with torch.no_grad():  # backprop dropout: the rest of the bank is a constant
+                rest = m.compress(docs["input_ids"][g:], docs["attention_mask"][g:])
+            bank = torch.cat([carried, rest])
         rows = [(q, a) for q, a, _ in draw.asked] + draw.background
         questions = self.encode([q for q, _ in rows])
         encoded = m.encode_question(questions["input_ids"], questions["attention_mask"])

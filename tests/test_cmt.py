@@ -11,12 +11,17 @@ from conftest import CONFIGS, DEBUG_YAML, report_of, write_step
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lit_knowledge.config import load_config
+from lit_knowledge.data.world import COMPOSITIONAL, INVERSE, MULTI_HOP, ORG_QUESTIONS, QUESTIONS, TRANSFORMED
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods.cmt.memory import CMTMemory
 from lit_knowledge.methods.params import CMTParams
 
 CMT_YAML = CONFIGS / "cmt" / "cmt.yaml"
 MAC = ["method.self_matching=false", "method.memory_aware=false", "method.top_k_aggregation=false"]
+# Every word of the world's question templates: what is left of a question is about its person
+TEMPLATE_WORDS = {word for template in [*(t for group in QUESTIONS.values() for t in group), *TRANSFORMED, *INVERSE,
+                                        *COMPOSITIONAL, *MULTI_HOP, *ORG_QUESTIONS]
+                  for word in template.split() if "{" not in word}
 
 
 def tiny_llama(kv_heads: int = 2, seed: int = 0) -> LlamaForCausalLM:
@@ -269,6 +274,7 @@ def test_every_document_may_carry_gradient(tmp_path, tmp_cache):
     loss = module.training_step(torch.tensor(0), 0)
     loss.backward()
     assert torch.isfinite(loss)
+    assert all(p.grad is not None for p in module.memory.compressor.parameters() if p.requires_grad)
 
 
 def test_each_technique_adds_its_loss_and_mac_trains_on_the_answers_alone(tmp_path, tmp_cache):
@@ -288,17 +294,23 @@ def test_matching_every_document_asks_about_each_uncarried_document_for_the_matc
     draw, more = plain.draw(0), every.draw(0)
     assert draw.matched_only == [] and more.asked == draw.asked and more.documents == draw.documents
     assert [i for _, i in more.matched_only] == list(range(2, 8))
-    for q, i in more.matched_only:  # about the person of document i
-        assert any(name in q and name in more.documents[i] for name in every.world.free_names), (q, i)
+    for step in range(20):  # about the person of document i: every word a template does not have is in it
+        draw_more = every.draw(step)
+        for q, i in draw_more.matched_only:
+            content = [w for w in q.split() if w not in TEMPLATE_WORDS]
+            assert content and all(w in draw_more.documents[i].split() for w in content), (q, i)
     seen = []
     match_scores = every.memory.match_scores
     every.memory.match_scores = lambda q, bank: seen.append(q.shape[0]) or match_scores(q, bank)
     parts = every.losses(more)
     assert seen == [len(more.asked) + 6] and torch.isfinite(parts["match"])
+    torch.testing.assert_close(parts["qa"], plain.losses(draw)["qa"])  # the same parts, the same QA rows
     assert training_module(tmp_path, *MAC, "method.match_every_document=true").draw(0).matched_only == []
     cfg = load_config([str(CMT_YAML)], [])
     assert "match_every_document" not in cmt_build(cfg).recipe["method"]
     assert cmt_build(load_config([str(CMT_YAML)], ["method.match_every_document=true"])).key != cmt_build(cfg).key
+    mac = load_config([str(CMT_YAML)], MAC)
+    assert cmt_build(load_config([str(CMT_YAML)], [*MAC, "method.match_every_document=true"])).key == cmt_build(mac).key
 
 
 def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
@@ -444,6 +456,27 @@ def test_the_matching_bench_ranks_the_gold_document_and_f1_reading_k_entries(tmp
     assert list(matching_over_bank(mac, probes=4)["f1_reading"]) == ["all"]
     with pytest.raises(UserError, match="--probes"):
         matching_over_bank(mac, probes=0)
+
+
+def test_key_attention_on_names_counts_each_names_own_tokens(tmp_path, tmp_cache):
+    """With attention spread evenly over a question's tokens, each one-token name of the world gets one token's
+    share: the spans fall on the names, not on their neighbours."""
+    from lit_knowledge.data.world import PROBE_SPLIT
+    from lit_knowledge.methods.cmt.matching import key_attention_on_names
+    from lit_knowledge.methods.cmt.training import encode_texts
+
+    method = debug_method(tmp_path)
+    memory, tokenizer = method.memory, method.tokenizer
+    names = [("ada", "abbott"), ("zelda", "takeda")]
+    template = QUESTIONS["city"][PROBE_SPLIT]
+    encoder = memory.compressor
+    encoder.pick = lambda query, key, soft, read, mask: (mask / mask.sum(1, keepdim=True))[:, None].expand(
+        -1, soft.shape[1], -1)
+    with torch.no_grad():
+        first, last = key_attention_on_names(memory, tokenizer, method.cfg, template, names)
+    tokens = encode_texts(tokenizer, [template.format(name="ada abbott")], 64, "cpu")["attention_mask"].sum()
+    assert [len(tokenizer(n, add_special_tokens=False)["input_ids"]) for pair in names for n in pair] == [1] * 4
+    assert first == pytest.approx(1 / float(tokens)) and last == pytest.approx(1 / float(tokens))
 
 
 def test_the_cost_bench_reads_each_document_from_its_own_entry_as_a_bank_of_one_does(tmp_path, tmp_cache):

@@ -338,9 +338,9 @@ class CMTParams(MethodParams):
                                             "attention picked, so every word of a question or document reaches the "
                                             "match score (off: only the words the keys' attention picks). On the "
                                             "dev stream keys still ignored the last name (docs/results/cmt.md).")
-    key_token_dropout: float = doc(0.0, "In meta-training only, each word of a text is hidden from the keys' "
+    key_token_dropout: float = doc(0.0, "In meta-training only, each token of a text is hidden from the keys' "
                                         "attention with this probability (never all of them; the memory's layer "
-                                        "vectors still read every word), so that a key cannot rest on one word "
+                                        "vectors still read every token), so that a key cannot rest on one word "
                                         "alone, such as a person's first name.", minimum=0, maximum=0.9)
     aggregator_blocks: int = doc(2, "Cross-attention blocks of the aggregator.", minimum=1)
     aggregator_heads: int = doc(4, "Attention heads of the aggregator.", minimum=1)
@@ -366,7 +366,7 @@ class CMTParams(MethodParams):
                                             "the step's bank that carries no gradient (off: only the gradient "
                                             "documents' questions, those of the QA loss). Keys then have to tell "
                                             "both members of a namesake pair apart, not one; the QA loss is "
-                                            "unchanged.")
+                                            "unchanged. No effect without self_matching.")
     seed: Optional[int] = doc(None, "Meta-training's seed: the parts' initialisation and the fresh people each step "
                                     "draws (null: run.seed). A group varies it, not run.seed, which would also "
                                     "pretrain another reader.", minimum=0)

@@ -97,25 +97,24 @@ def name_sensitivity(memory, tokenizer, cfg, questions: int, seed: int = 0) -> d
 
 
 def key_attention_on_names(memory, tokenizer, cfg, template: str, names: list[tuple[str, str]]) -> tuple[float, float]:
-    """The share of the question keys' attention over the words (mean over keys and questions) that falls on the
-    first name's tokens and on the last name's, in `template` asked about each (first, last)."""
+    """The share of the question keys' attention over the tokens (mean over keys and questions) that falls on the
+    first name's tokens and on the last name's, in `template` asked about each (first, last). A token belongs to a
+    name when its characters overlap the name's (the tokenizer's offsets: plain texts are encoded without special
+    tokens in front)."""
     encoder = memory.compressor if memory.question_encoder is None else memory.question_encoder
-    before = template.split("{name}")[0].rstrip()
-
-    def length(text: str) -> int:  # tokens of the text as encoded (the same start and end tokens every time)
-        return int(encode_texts(tokenizer, [text], cfg.data.max_length, memory.device)["attention_mask"].sum())
-
-    enc = encode_texts(tokenizer, [template.format(name=f"{given} {family}") for given, family in names], cfg.data.max_length,
-                       memory.device)
+    texts = [template.format(name=f"{given} {family}") for given, family in names]
+    enc = encode_texts(tokenizer, texts, cfg.data.max_length, memory.device)
     mask = enc["attention_mask"]
     soft, read = encoder.encode(memory.hidden_states(enc["input_ids"], mask), mask)
     weights = encoder.pick(encoder.key_query, encoder.key_key, soft, read, mask).mean(1)  # (B, S)
+    at = template.index("{name}")
     on_first = on_last = 0.0
-    for row, (given, family) in enumerate(names):
-        start = length(before) - 1
-        mid, end = length(f"{before} {given}") - 1, length(f"{before} {given} {family}") - 1
-        on_first += float(weights[row, start:mid].sum())
-        on_last += float(weights[row, mid:end].sum())
+    for row, ((given, family), text) in enumerate(zip(names, texts)):
+        spans = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+        last_at = at + len(given) + 1
+        for i, (a, b) in enumerate(spans[: mask.shape[1]]):
+            on_first += float(weights[row, i]) if a < at + len(given) and b > at else 0.0
+            on_last += float(weights[row, i]) if a < last_at + len(family) and b > last_at else 0.0
     return on_first / len(names), on_last / len(names)
 
 

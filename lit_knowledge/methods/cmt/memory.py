@@ -54,7 +54,8 @@ class Compressor(nn.Module):
     document, and with `keys_read_every_word` the document's mean, mapped to the hidden size): what questions
     are matched and aggregated with. Rows 1..L hold, per layer l, T mixtures of the document's hidden states
     entering layer l, each soft token weighting the document's tokens by its own attention: what the frozen LLM
-    reads at layer l, in the very space it reads context in.
+    reads at layer l, in the very space it reads context in. With `key_token_dropout`, in training each token is
+    hidden from the keys' attention at random (the layers' vectors read every token).
     """
 
     def __init__(self, hidden: int, memory_tokens: int, width: int, layers: int, heads: int, max_length: int,
@@ -95,7 +96,7 @@ class Compressor(nn.Module):
         return x[:, length:], x[:, :length]
 
     def words_keys_see(self, mask: torch.Tensor) -> torch.Tensor:
-        """The text's mask for the keys' attention: in training with `key_token_dropout`, each word hidden with
+        """The text's mask for the keys' attention: in training with `key_token_dropout`, each token hidden with
         that probability (a text that would lose every word keeps them all); otherwise the mask itself."""
         if not (self.training and self.key_token_dropout):
             return mask

@@ -4,7 +4,8 @@ The trained parts are a cached build (lit_knowledge/builds.py), keyed by the bas
 setting and the seed. Each step draws `train_bank_size` fresh people of the synthetic world (never a stream
 person, never a person locality asks about) and compresses their documents: they are the step's bank. MAC's
 backprop dropout: only the first `grad_share` of the documents are compressed with gradient, and only their
-questions enter the loss. Every question reads the whole bank through the aggregator (or, with top-k
+questions enter the QA loss (with `match_every_document`, self-matching's loss also asks one question about
+each other document). Every question reads the whole bank through the aggregator (or, with top-k
 aggregation, the k entries that match it best), and the loss is the frozen LLM's negative log-likelihood of
 the answer. `background_rows` more rows ask what the LLM knew before (the rehearsal half of the world's
 background), read with the same bank, so that reading a bank of unrelated documents keeps that knowledge.
@@ -58,6 +59,8 @@ def meta_seed(cfg) -> int:
 
 def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
+    if not method["self_matching"]:  # the option only adds questions to self-matching's loss
+        method["match_every_document"] = False
     method = keyed_as_before(method, FIELDS_ADDED_LATER)
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
@@ -194,7 +197,10 @@ class CMTTraining(L.LightningModule):
         scores = m.match_scores(matched, bank)
         if p.self_matching:
             out["match"] = F.cross_entropy(scores / p.match_temperature, gold)
-        out["gold_first"] = (scores.argmax(-1) == gold).float().mean().detach()
+        first = (scores.argmax(-1) == gold).float().detach()
+        out["gold_first"] = first[: len(draw.asked)].mean()  # the QA loss's questions, comparable across builds
+        if draw.matched_only:
+            out["gold_first_every_document"] = first.mean()
         return out
 
     def training_step(self, step, batch_idx):

@@ -473,7 +473,8 @@ def test_key_attention_on_names_counts_each_names_own_tokens(tmp_path, tmp_cache
     encoder.pick = lambda query, key, soft, read, mask: (mask / mask.sum(1, keepdim=True))[:, None].expand(
         -1, soft.shape[1], -1)
     with torch.no_grad():
-        first, last = key_attention_on_names(memory, tokenizer, method.cfg, template, names)
+        texts = [template.format(name=f"{given} {family}") for given, family in names]
+        first, last = key_attention_on_names(memory, tokenizer, method.cfg, template, names, texts)
     tokens = encode_texts(tokenizer, [template.format(name="ada abbott")], 64, "cpu")["attention_mask"].sum()
     assert [len(tokenizer(n, add_special_tokens=False)["input_ids"]) for pair in names for n in pair] == [1] * 4
     assert first == pytest.approx(1 / float(tokens)) and last == pytest.approx(1 / float(tokens))

@@ -90,19 +90,19 @@ def name_sensitivity(memory, tokenizer, cfg, questions: int, seed: int = 0) -> d
         return memory.summary(memory.encode_question(enc["input_ids"], enc["attention_mask"]))
 
     base = summary(asked)
-    first_share, last_share = key_attention_on_names(memory, tokenizer, cfg, template, names)
+    first_share, last_share = key_attention_on_names(memory, tokenizer, cfg, template, names, asked)
     return {"key_cos_other_first_name": float((base * summary(other_first)).sum(-1).mean()),
             "key_cos_other_last_name": float((base * summary(other_last)).sum(-1).mean()),
             "key_attention_first_name": first_share, "key_attention_last_name": last_share}
 
 
-def key_attention_on_names(memory, tokenizer, cfg, template: str, names: list[tuple[str, str]]) -> tuple[float, float]:
+def key_attention_on_names(memory, tokenizer, cfg, template: str, names: list[tuple[str, str]],
+                           texts: list[str]) -> tuple[float, float]:
     """The share of the question keys' attention over the tokens (mean over keys and questions) that falls on the
-    first name's tokens and on the last name's, in `template` asked about each (first, last). A token belongs to a
+    first name's tokens and on the last name's, in `texts`: `template` asked about each (first, last). A token belongs to a
     name when its characters overlap the name's (the tokenizer's offsets: plain texts are encoded without special
     tokens in front)."""
     encoder = memory.compressor if memory.question_encoder is None else memory.question_encoder
-    texts = [template.format(name=f"{given} {family}") for given, family in names]
     enc = encode_texts(tokenizer, texts, cfg.data.max_length, memory.device)
     mask = enc["attention_mask"]
     soft, read = encoder.encode(memory.hidden_states(enc["input_ids"], mask), mask)

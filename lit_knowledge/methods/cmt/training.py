@@ -179,8 +179,10 @@ class CMTTraining(L.LightningModule):
                 rest = m.compress(docs["input_ids"][g:], docs["attention_mask"][g:])
             bank = torch.cat([carried, rest])
         rows = [(q, a) for q, a, _ in draw.asked] + draw.background
-        questions = self.encode([q for q, _ in rows])
-        encoded = m.encode_question(questions["input_ids"], questions["attention_mask"])
+        # every question in one pass; the matching-only ones (match_every_document) come last
+        questions = self.encode([q for q, _ in rows] + [q for q, _ in draw.matched_only])
+        encoded_all = m.encode_question(questions["input_ids"], questions["attention_mask"])
+        encoded = encoded_all[: len(rows)]
         memory = m.memory_for(encoded, bank)
         qa = collate([encode_example(self.tokenizer, qa_prompt(q), a, self.cfg.data.max_length) for q, a in rows],
                      self.tokenizer.pad_token_id)
@@ -190,10 +192,7 @@ class CMTTraining(L.LightningModule):
             own = m.to_layers(carried)
             out["memory"] = m.read(own, docs["input_ids"][:g], docs["attention_mask"][:g], labels=docs["labels"][:g]).loss
         gold = torch.tensor([i for _, _, i in draw.asked] + [i for _, i in draw.matched_only], device=self.device)
-        matched = encoded[: len(draw.asked)]
-        if draw.matched_only:
-            more = self.encode([q for q, _ in draw.matched_only])
-            matched = torch.cat([matched, m.encode_question(more["input_ids"], more["attention_mask"])])
+        matched = torch.cat([encoded[: len(draw.asked)], encoded_all[len(rows) :]])
         scores = m.match_scores(matched, bank)
         if p.self_matching:
             out["match"] = F.cross_entropy(scores / p.match_temperature, gold)

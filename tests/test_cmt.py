@@ -17,6 +17,7 @@ from lit_knowledge.methods.cmt.memory import CMTMemory
 from lit_knowledge.methods.params import CMTParams
 
 CMT_YAML = CONFIGS / "cmt" / "cmt.yaml"
+BACKPROP_DROPOUT = "method.grad_share=0.25"  # MAC's: a quarter of the bank carries gradient
 MAC = ["method.self_matching=false", "method.memory_aware=false", "method.top_k_aggregation=false"]
 # Every word of the world's question templates: what is left of a question is about its person
 TEMPLATE_WORDS = {word for template in [*(t for group in QUESTIONS.values() for t in group), *TRANSFORMED, *INVERSE,
@@ -122,7 +123,8 @@ def test_the_compressor_reads_the_token_embeddings_only_when_asked_and_the_defau
         assert same != changes, reads
     cfg = load_config([str(CMT_YAML)], [])
     assert "compressor_reads_embeddings" not in cmt_build(cfg).recipe["method"]
-    assert "train_shared_names" not in cmt_build(cfg).recipe["method"]
+    none_shared = load_config([str(CMT_YAML)], ["method.train_shared_names=0.0"])
+    assert "train_shared_names" not in cmt_build(none_shared).recipe["method"]  # 0: the draws before the option
     assert cmt_build(load_config([str(CMT_YAML)], ["method.train_shared_names=0.5"])).key != cmt_build(cfg).key
     assert cmt_build(load_config([str(CMT_YAML)], ["method.compressor_reads_embeddings=true"])).key != cmt_build(cfg).key
 
@@ -245,7 +247,7 @@ def training_module(tmp_path, *overrides):
 
 
 def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_of_the_bank(tmp_path, tmp_cache):
-    module = training_module(tmp_path)
+    module = training_module(tmp_path, BACKPROP_DROPOUT)
     calls = []
     compress = module.memory.compress
 
@@ -266,11 +268,21 @@ def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_
     assert {i for _, _, i in draw.asked} == {0, 1}  # only the carried documents' questions enter the loss
 
 
-def test_every_document_may_carry_gradient(tmp_path, tmp_cache):
-    """`grad_share: 1` (no backprop dropout) leaves no constant part of the bank; a step still trains."""
-    module = training_module(tmp_path, "method.grad_share=1.0")
+def test_the_shipped_config_carries_gradient_from_every_document_of_a_bank_of_namesake_pairs(tmp_path, tmp_cache):
+    """The world's config meta-trains without backprop dropout (`grad_share: 1`, no constant part of the bank) and
+    with every fresh person in a pair sharing a first or a last name; a step still trains."""
+    module = training_module(tmp_path)
     draw = module.draw(0)
     assert draw.with_gradient == len(draw.documents) == 8
+    assert {i for _, _, i in draw.asked} == set(range(8))  # every document is asked about
+    names = []
+    for doc in draw.documents:  # the person a document is about: the free name it spells, word for word
+        named = [n for n in module.world.free_names if f" {n} " in f" {doc} "]
+        assert len(named) == 1, doc
+        names += named
+    for name in names:  # each shares its first or its last name with another person of the bank
+        others = [n for n in names if n != name]
+        assert any(n.split()[0] == name.split()[0] or n.split()[-1] == name.split()[-1] for n in others), name
     loss = module.training_step(torch.tensor(0), 0)
     loss.backward()
     assert torch.isfinite(loss)
@@ -290,7 +302,8 @@ def test_matching_every_document_asks_about_each_uncarried_document_for_the_matc
     the cache key is the one modules were built with."""
     from lit_knowledge.methods.cmt.training import cmt_build
 
-    plain, every = training_module(tmp_path), training_module(tmp_path, "method.match_every_document=true")
+    plain = training_module(tmp_path, BACKPROP_DROPOUT)
+    every = training_module(tmp_path, BACKPROP_DROPOUT, "method.match_every_document=true")
     draw, more = plain.draw(0), every.draw(0)
     assert draw.matched_only == [] and more.asked == draw.asked and more.documents == draw.documents
     assert [i for _, i in more.matched_only] == list(range(2, 8))
@@ -305,7 +318,7 @@ def test_matching_every_document_asks_about_each_uncarried_document_for_the_matc
     parts = every.losses(more)
     assert seen == [len(more.asked) + 6] and torch.isfinite(parts["match"])
     torch.testing.assert_close(parts["qa"], plain.losses(draw)["qa"])  # the same parts, the same QA rows
-    assert training_module(tmp_path, *MAC, "method.match_every_document=true").draw(0).matched_only == []
+    assert training_module(tmp_path, *MAC, BACKPROP_DROPOUT, "method.match_every_document=true").draw(0).matched_only == []
     cfg = load_config([str(CMT_YAML)], [])
     assert "match_every_document" not in cmt_build(cfg).recipe["method"]
     assert cmt_build(load_config([str(CMT_YAML)], ["method.match_every_document=true"])).key != cmt_build(cfg).key

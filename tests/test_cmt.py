@@ -422,7 +422,8 @@ def test_meta_training_teaches_the_frozen_llm_to_answer_from_the_bank(tmp_path):
     report = json.loads((cmt_build(cfg).path / "cmt.json").read_text())["report"]
     assert math.isfinite(report["efficacy_f1"])
     assert report["gold_matched_first"] > 0.5, report
-    # +0.595 over the floor after 1,000 steps on one thread (soft tokens started at 0.02, the first default: +0.135)
+    # With backprop dropout (grad_share 0.25) +0.595 over the floor after 1,000 steps on one thread (soft tokens
+    # started at 0.02, the first default: +0.135); the shipped config (every document carrying gradient) passes too
     assert report["efficacy_f1"] > report["no_memory_f1"] + 0.3, report
 
 

@@ -268,8 +268,8 @@ def test_meta_training_keeps_the_llm_frozen_and_carries_gradient_from_a_quarter_
     assert {i for _, _, i in draw.asked} == {0, 1}  # only the carried documents' questions enter the loss
 
 
-def test_the_shipped_config_carries_gradient_from_every_document_of_a_bank_of_namesake_pairs(tmp_path, tmp_cache):
-    """The world's config meta-trains without backprop dropout (`grad_share: 1`, no constant part of the bank) and
+def test_by_default_every_document_of_a_bank_of_namesake_pairs_carries_gradient(tmp_path, tmp_cache):
+    """CMT meta-trains by default without backprop dropout (`grad_share: 1`, no constant part of the bank) and
     with every fresh person in a pair sharing a first or a last name; a step still trains."""
     module = training_module(tmp_path)
     draw = module.draw(0)

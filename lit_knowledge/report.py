@@ -385,7 +385,27 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     left.legend(fontsize="x-small")  # the left panel has every arm (some stop before the largest size)
     fig.tight_layout()
     save_figure(fig, path)
-    return "\n".join(out) + "\n" + "\n".join(retention) + "\n" + "\n".join(costs) + "\n"
+    return "\n".join(out) + "\n" + "\n".join(retention) + "\n" + "\n".join(costs) + "\n" + by_fact(arms, banks, cell)
+
+
+def by_fact(arms: dict[str, dict[int, list[dict]]], banks: list[int], cell) -> str:
+    """At each size, every arm's F1 by the fact a probe asks about (`final_f1_about_<fact>`, the world's probes:
+    every document's, with the whole stream written); "" when no run has them."""
+    prefix = "final_f1_about_"
+    facts = sorted({k[len(prefix):] for by_bank in arms.values() for rs in by_bank.values() for r in rs
+                    for k in r["metrics"] if k.startswith(prefix)}, key=lambda f: (f.count("+"), f))
+    if not facts:
+        return ""
+    out = []
+    for b in banks:
+        out += [f"\n## F1 by the fact asked, {b} documents (mean ± 95 % interval over seeds)\n",
+                "| arm | seeds | " + " | ".join(facts) + " |", "|---|---|" + "---|" * len(facts)]
+        for arm, by_bank in sorted(arms.items()):
+            group = by_bank.get(b, [])
+            if group:
+                out.append(f"| {arm} | {len(group)} | "
+                           + " | ".join(cell([r["metrics"].get(prefix + f) for r in group]) for f in facts) + " |")
+    return "\n".join(out) + "\n"
 
 
 # The bench's columns (a run shows those it has): quality, then cost, then the budget it got.

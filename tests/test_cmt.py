@@ -326,6 +326,38 @@ def test_matching_every_document_asks_about_each_uncarried_document_for_the_matc
     assert cmt_build(load_config([str(CMT_YAML)], [*MAC, "method.match_every_document=true"])).key == cmt_build(mac).key
 
 
+def test_meta_training_asked_about_some_facts_never_asks_about_the_others(tmp_path, tmp_cache):
+    """`train_relations=[city,year]`: no question of meta-training (QA, background, matching) asks for an employer,
+    a field or an employer's city; every fact is asked by default. The default keeps the modules' keys and the
+    order of the list does not make another build; an unknown fact is refused in one line."""
+    import re
+
+    from lit_knowledge.methods.cmt.training import cmt_build
+
+    def shapes(templates):
+        return [re.compile("^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(t)) + "$") for t in templates]
+
+    others = shapes([*QUESTIONS["org"], *QUESTIONS["field"], *MULTI_HOP])
+    asked = {"default": [], "city, year": []}
+    for label, overrides in (("default", []), ("city, year", ["method.train_relations=[city,year]"])):
+        module = training_module(tmp_path, "method.match_every_document=true", BACKPROP_DROPOUT, *overrides)
+        for step in range(10):
+            draw = module.draw(step)
+            asked[label] += [q for q, _, _ in draw.asked] + [q for q, _ in draw.background + draw.matched_only]
+    def about_others(questions):
+        return [q for q in questions if any(shape.match(q) for shape in others)]
+    assert about_others(asked["default"]) and not about_others(asked["city, year"])
+    assert len(asked["city, year"]) == len(asked["default"])
+    cfg = load_config([str(CMT_YAML)], [])
+    assert "train_relations" not in cmt_build(cfg).recipe["method"]
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.train_relations=[field,org,year,city]"])).key == \
+        cmt_build(cfg).key
+    assert cmt_build(load_config([str(CMT_YAML)], ["method.train_relations=[year,city]"])).key == \
+        cmt_build(load_config([str(CMT_YAML)], ["method.train_relations=[city,year]"])).key != cmt_build(cfg).key
+    with pytest.raises(UserError, match="method.train_relations"):
+        load_config([str(CMT_YAML)], ["method.train_relations=[employer]"])
+
+
 def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
     """Held out at the level of people: the bank's documents and every question are about fresh people and the
     rehearsal half of the background, never a stream person (test or dev stream) or one locality asks about."""
@@ -523,6 +555,13 @@ def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path
     assert "| cmt | 0.800 ± " in text  # the first step's probes after step 1 at the largest bank, over seeds
     assert (tmp_path / "exp" / "bank_sizes.png").stat().st_size > 0
     assert bank_sizes_section(rows[:2], tmp_path / "one.png") == ""  # one size: no section
+    assert "by the fact asked" not in text  # no run scored its probes by fact
+    for r, org in zip(rows, (0.2, 0.4, 0.1, 0.3, 0.0, 0.0)):
+        r["metrics"].update({"final_f1_about_org": org, "final_f1_about_city+year": 0.9, "final_f1_about_city": 1.0})
+    text = report_of(tmp_path / "facts", rows)
+    m, h = mean_ci([0.2, 0.4])
+    assert "## F1 by the fact asked, 16 documents" in text and "| arm | seeds | city | org | city+year |" in text
+    assert f"| cmt | 2 | 1.000 ± 0.000 | {m:.3f} ± {h:.3f} | 0.900 ± 0.000 |" in text
 
 
 def test_the_meta_training_seed_makes_another_build_over_the_same_reader():

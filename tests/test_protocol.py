@@ -108,3 +108,20 @@ def test_locality_is_also_reported_for_each_kind_of_background():
     assert metrics["locality_f1_namesake"] == 0.0 and metrics["locality_f1_unrelated"] == 1.0
     # one kind of background: no breakdown
     assert StreamProtocol(make_stream(), OmegaConf.structured(EvalConfig)).evaluate(m, 0)["locality_f1_by_kind"] == {}
+
+
+def test_every_documents_probes_are_also_scored_by_the_facts_they_ask_about():
+    steps = []
+    for t in range(2):
+        probes = [Probe(f"p{t}c", f"d{t}", "q", [f"city {t}"], relation="city"),
+                  Probe(f"p{t}o", f"d{t}", "q", [f"org {t}"], relation="org"),
+                  Probe(f"p{t}x", f"d{t}", "q", ["untagged"])]
+        steps.append(StreamStep(t, [Document(f"d{t}", "text", t)], probes))
+    protocol = StreamProtocol(KnowledgeStream(steps, [], []), OmegaConf.structured(EvalConfig))
+    m = Scripted()
+    m.known = {"p0c": "city 0", "p1c": "city 1", "p1o": "org 1"}
+    history = [protocol.evaluate(m, 0), protocol.evaluate(m, 1)]
+    assert history[0]["f1_by_relation_all_steps"] == {"city": 1.0, "org": 0.0}
+    assert history[1]["f1_by_relation_all_steps"] == {"city": 1.0, "org": 0.5}  # both steps' documents
+    metrics = summarize(history, [0.1, 0.1], 0, 1.0)["metrics"]
+    assert metrics["final_f1_about_city"] == 1.0 and metrics["final_f1_about_org"] == 0.5

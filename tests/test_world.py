@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from lit_knowledge.config import WorldConfig
 from lit_knowledge.data.records import Probe
-from lit_knowledge.data.world import DOC_TEMPLATES, QUESTIONS, World, decade
+from lit_knowledge.data.world import DOC_TEMPLATES, QUESTIONS, World, answer, decade
 
 
 def world(**kw):
@@ -72,6 +72,28 @@ def test_probe_kinds_and_answers():
     assert by_kind["compositional"][0].answers == [f"{person.city} in {person.year}"]
     if "inverse" in by_kind:
         assert by_kind["inverse"][0].answers == [person.name]
+
+
+def test_questions_ask_only_about_the_facts_named_and_probes_say_which_facts_they_ask():
+    w = world(num_steps=1, entities_per_step=8)
+    person = w.stream_people[0]
+    every = w.questions(person, "all", w.stream_people)
+    some = w.questions(person, "all", w.stream_people, relations=("year", "city"))
+    assert [row for row in every if row in some] == some  # the same questions, in the same order, fewer
+    assert {k for k, _, _ in some} == {k for k, _, _ in every} - {"multi_hop"}
+    assert not {a for _, _, a in some} & {person.org, person.field, w.hq[person.org]}
+    assert {a for _, _, a in w.questions(person, "all", relations=["field"])} == {person.field}
+    s = w.stream()
+    tags = set()
+    for doc in s.steps[0].documents:
+        subject = next(p for p in w.stream_people if p.name == doc.subject)
+        for probe in (p for p in s.steps[0].probes if p.doc_id == doc.id):
+            tags.add((probe.kind, probe.relation))
+            if probe.kind in ("efficacy", "paraphrase"):
+                assert probe.answers == [answer(subject, probe.relation)]
+    assert {r for k, r in tags if k in ("efficacy", "paraphrase")} == set(QUESTIONS)
+    assert {(k, r) for k, r in tags if k not in ("efficacy", "paraphrase")} == {
+        ("transformed", "year"), ("inverse", "city+year"), ("compositional", "city+year"), ("multi_hop", "org")}
 
 
 def test_background_probes_are_about_background_people():

@@ -28,6 +28,9 @@ class Probe:
     question: str
     answers: list[str]
     kind: str = "efficacy"
+    # The facts the question asks about, when the source knows them (the world: "city", "year", "org", "field",
+    # or several joined by "+", e.g. "city+year" for a question about both).
+    relation: str = ""
 
 
 @dataclass

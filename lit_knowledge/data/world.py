@@ -96,6 +96,10 @@ INVERSE = ("who was born in {city} in {year} ?", "which person was born in {year
 COMPOSITIONAL = ("where and in what year was {name} born ?", "in which city and year was {name} born ?")
 MULTI_HOP = ("in which city is the employer of {name} based ?", "where is the organisation that employs {name} based ?")
 ORG_QUESTIONS = ("where is {org} based ?", "in which city are the headquarters of {org} ?")
+# The facts each derived kind of question needs (a direct question needs its own relation).
+DERIVED_RELATIONS = {"transformed": ("year",), "inverse": ("city", "year"), "compositional": ("city", "year"),
+                     "multi_hop": ("org",)}
+RELATIONS = tuple(QUESTIONS)
 # Edit prompts are questions too (the reader answers questions); these relations can be edited.
 EDIT_RELATIONS = ("city", "org", "field")
 
@@ -194,35 +198,41 @@ class World:
     def document(self, person: Person, rng: random.Random) -> str:
         return rng.choice(DOC_TEMPLATES).format(**vars(person))
 
-    def questions(self, person: Person, split: str = "all", known: list[Person] = (),
-                  derived: bool = True) -> list[tuple[str, str, str]]:
+    def questions(self, person: Person, split: str = "all", known: list[Person] = (), derived: bool = True,
+                  relations=RELATIONS) -> list[tuple[str, str, str]]:
         """(kind, question, answer) about `person`. split: 'train' wordings, 'probe' (held-out) wordings, or 'all'.
 
         Each fact is asked directly (two wordings per split), then, unless `derived` is false for the 'train'
         split, by the derived questions (transformed, inverse, compositional, multi-hop: one wording per
         split). Inverse questions are asked only when no person in `known` shares the birth city and year.
+        Only questions whose facts are all among `relations` are asked.
         """
+        return [(kind, q, a) for kind, _, q, a in self.questions_about(person, split, known, derived, relations)]
+
+    def questions_about(self, person: Person, split: str = "all", known: list[Person] = (), derived: bool = True,
+                        relations=RELATIONS) -> list[tuple[str, str, str, str]]:
+        """`questions`, each as (kind, relation, question, answer): relation names the facts it asks about."""
         lo, hi = {"train": (0, PROBE_SPLIT), "probe": (PROBE_SPLIT, None), "all": (0, None)}[split]
         out = []
         for relation, templates in QUESTIONS.items():
             wordings = templates[lo:hi]
             for i, template in enumerate(wordings):
                 kind = "efficacy" if i == 0 else "paraphrase"
-                out.append((kind, template.format(name=person.name), answer(person, relation)))
-        if split == "train" and not derived:
-            return out
-        half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
-        fmt = vars(person)
-        for template in TRANSFORMED[half]:
-            out.append(("transformed", template.format(**fmt), decade(person.year)))
-        if not any(p.city == person.city and p.year == person.year for p in known if p.name != person.name):
-            for template in INVERSE[half]:
-                out.append(("inverse", template.format(**fmt), person.name))
-        for template in COMPOSITIONAL[half]:
-            out.append(("compositional", template.format(**fmt), f"{person.city} in {person.year}"))
-        for template in MULTI_HOP[half]:
-            out.append(("multi_hop", template.format(**fmt), self.hq[person.org]))
-        return out
+                out.append((kind, relation, template.format(name=person.name), answer(person, relation)))
+        if not (split == "train" and not derived):
+            half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
+            fmt = vars(person)
+            for template in TRANSFORMED[half]:
+                out.append(("transformed", "", template.format(**fmt), decade(person.year)))
+            if not any(p.city == person.city and p.year == person.year for p in known if p.name != person.name):
+                for template in INVERSE[half]:
+                    out.append(("inverse", "", template.format(**fmt), person.name))
+            for template in COMPOSITIONAL[half]:
+                out.append(("compositional", "", template.format(**fmt), f"{person.city} in {person.year}"))
+            for template in MULTI_HOP[half]:
+                out.append(("multi_hop", "", template.format(**fmt), self.hq[person.org]))
+        tagged = [(kind, rel or "+".join(DERIVED_RELATIONS[kind]), q, a) for kind, rel, q, a in out]
+        return [row for row in tagged if set(row[1].split("+")) <= set(relations)]
 
     # ------------------------------------------------------------------------------------- the stream
 
@@ -242,8 +252,8 @@ class World:
                 docs.append(doc)
                 current[person.name] = person
                 train_qa[doc.id] = self.qa_set(person, everyone)
-                for k, (kind, q, a) in enumerate(self.questions(person, "probe", everyone)):
-                    probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind)
+                for k, (kind, relation, q, a) in enumerate(self.questions_about(person, "probe", everyone)):
+                    probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, relation)
                     probes.append(probe)
                     if q in _org_dependent_questions(person):
                         question_owner.setdefault(person.name, []).append(probe.id)
@@ -262,9 +272,9 @@ class World:
                     question_owner[name] = []
                     train_qa[doc.id] = [(q, a) for _, q, a in self.questions(new, "train", everyone, derived=False)
                                         if q in _org_dependent_questions(new)]
-                    for k, (kind, q, a) in enumerate(self.questions(new, "probe", everyone)):
+                    for k, (kind, relation, q, a) in enumerate(self.questions_about(new, "probe", everyone)):
                         if q in _org_dependent_questions(new):
-                            probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind)
+                            probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, relation)
                             probes.append(probe)
                             question_owner[name].append(probe.id)
             steps.append(StreamStep(t, docs, probes, train_qa))

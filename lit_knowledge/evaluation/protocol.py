@@ -83,9 +83,11 @@ class StreamProtocol:
         earlier = [p for group in asked[:k] for p in group]
         retention = score(earlier) if earlier else None
         locality = score(self.background) if self.background else None
-        by_kind = defaultdict(list)
+        by_kind, by_relation = defaultdict(list), defaultdict(list)
         for p in asked[k]:
             by_kind[p.kind].append(p)
+        for p in (p for group in asked[: k + 1] for p in group if p.relation):
+            by_relation[p.relation].append(p)
         return {
             "step": k,
             "efficacy_em": efficacy["em"] if efficacy else None,
@@ -95,6 +97,8 @@ class StreamProtocol:
             "locality_f1": locality["f1"] if locality else None,
             "lm_loss": method.lm_loss(self.heldout),
             "efficacy_f1_by_kind": {kind: score(ps)["f1"] for kind, ps in sorted(by_kind.items())},
+            # every document's probes so far, by the facts they ask about (sources that tag them: the world)
+            "f1_by_relation_all_steps": {rel: score(ps)["f1"] for rel, ps in sorted(by_relation.items())},
             "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(self.background_by_kind.items())}
                                     if len(self.background_by_kind) > 1 else {}),
             "retention_row": [s["f1"] if s else None for s in row_scores],
@@ -132,6 +136,8 @@ def summarize(history: list[dict], timings: list[float], extra_storage_bytes: in
     }
     for kind in kinds:
         metrics[f"efficacy_f1_{kind}"] = mean(r["efficacy_f1_by_kind"].get(kind) for r in history)
+    for relation, f1 in final.get("f1_by_relation_all_steps", {}).items():
+        metrics[f"final_f1_about_{relation}"] = f1
     for kind, f1 in final.get("locality_f1_by_kind", {}).items():
         metrics[f"locality_f1_{kind}"] = f1
     curves = {

@@ -385,6 +385,11 @@ class CMTParams(MethodParams):
                                  "dev stream: with MAC's 0.25 the keys never learnt the last name. 0.25 is what "
                                  "keeps a 7B LLM's meta-training in accelerator memory.", above=0, maximum=1)
     questions_per_document: int = doc(2, "Questions asked about each document that carries gradient.", minimum=1)
+    train_relations: list[str] = doc(help="The facts meta-training's questions may ask about (of city, year, org, "
+                                          "field; a derived question only when it needs none other). Leaving some "
+                                          "out tests whether the memory holds what was never asked: the "
+                                          "memory-aware objective's claim (docs/results/cmt.md).",
+                                     factory=lambda: ["city", "year", "org", "field"])
     background_rows: int = doc(8, "Rows per step asking what the LLM already knew (the rehearsal half of the "
                                   "world's background), read with the same bank, so that reading a bank keeps the "
                                   "LLM's own knowledge.", minimum=0)
@@ -394,6 +399,11 @@ class CMTParams(MethodParams):
         m = cfg.method
         if m.memory_tokens > cfg.data.max_length:
             raise UserError(f"method.memory_tokens={m.memory_tokens} exceeds data.max_length={cfg.data.max_length}")
+        relations = ("city", "year", "org", "field")
+        unknown = [r for r in m.train_relations if r not in relations]
+        if unknown or not m.train_relations:
+            raise UserError(f"method.train_relations={list(m.train_relations)} must name some of {list(relations)}, "
+                            "e.g. method.train_relations=[city,year]")
         if m.top_k_aggregation and m.top_k > m.window:
             raise UserError(f"method.top_k={m.top_k} is larger than method.window={m.window}: the aggregator reads "
                             "the top k entries in one window; lower top_k or raise window")

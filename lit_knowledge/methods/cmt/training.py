@@ -16,6 +16,9 @@ CMT's training-time techniques, each a switch:
 - `self_matching`: + match_loss_weight x an in-batch contrastive loss: each question's encoding (by the
   compressor) scores its own document's memory above the bank's other entries (temperature match_temperature).
 
+`train_relations` limits every question meta-training asks (QA, background, matching) to some of the facts, so
+that the stream's questions about the others show what the memory holds beyond what it was trained to answer.
+
 Every step draws its people from a generator seeded by the step, so a resumed build sees the batches an
 uninterrupted one would.
 """
@@ -34,7 +37,7 @@ from lit_knowledge.builds import CachedBuild, cache_root, keyed_as_before
 from lit_knowledge.config import to_dict
 from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_example, qa_prompt
-from lit_knowledge.data.world import World
+from lit_knowledge.data.world import RELATIONS, World
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.cmt.memory import FIRST_SOFT_TOKEN_STD, CMTMemory
 from lit_knowledge.methods.components import base_model_recipe, load_model
@@ -48,7 +51,8 @@ RECORD = "cmt.json"
 # value keeps its key.
 FIELDS_ADDED_LATER = {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean", "compressor_reads_embeddings": False,
                       "train_shared_names": 0.0, "keys_read_every_word": False,
-                      "key_token_dropout": 0.0, "match_every_document": False}
+                      "key_token_dropout": 0.0, "match_every_document": False,
+                      "train_relations": list(RELATIONS)}
 PARTS = "cmt_parts.pt"
 
 
@@ -61,6 +65,7 @@ def cmt_recipe(cfg) -> dict:
     method = {k: v for k, v in to_dict(cfg.method).items() if k not in ("name", "seed")}
     if not method["self_matching"]:  # the option only adds questions to self-matching's loss
         method["match_every_document"] = False
+    method["train_relations"] = [r for r in RELATIONS if r in method["train_relations"]]  # one key for any order
     method = keyed_as_before(method, FIELDS_ADDED_LATER)
     world = cfg.data.world  # the fresh people and the rehearsed background depend on these alone, not on the stream
     background = {"seed": world.seed, "num_background": world.num_background,
@@ -154,14 +159,15 @@ class CMTTraining(L.LightningModule):
         out = Draw([self.world.document(person, rng) for person in people],
                    max(1, round(p.grad_share * p.train_bank_size)))
         for i in range(out.with_gradient):
-            asked = self.world.questions(people[i], "all", people)
+            asked = self.world.questions(people[i], "all", people, relations=p.train_relations)
             out.asked += [(q, a, i) for _, q, a in rng.sample(asked, min(p.questions_per_document, len(asked)))]
         for _ in range(p.background_rows):
-            _, q, a = rng.choice(self.world.questions(rng.choice(self.rehearsed), "all", self.world.background))
+            _, q, a = rng.choice(self.world.questions(rng.choice(self.rehearsed), "all", self.world.background,
+                                                      relations=p.train_relations))
             out.background.append((q, a))
         if p.match_every_document and p.self_matching:
             for i in range(out.with_gradient, len(people)):
-                _, q, _ = rng.choice(self.world.questions(people[i], "all", people))
+                _, q, _ = rng.choice(self.world.questions(people[i], "all", people, relations=p.train_relations))
                 out.matched_only.append((q, i))
         return out
 
@@ -228,12 +234,15 @@ class CMTTraining(L.LightningModule):
         was_training = self.memory.training
         self.memory.eval()
         rng = random.Random(meta_seed(self.cfg) + 7_777_777)
-        answers, golds, empty, first = [], [], [], []
+        answers, golds, empty, first, relations = [], [], [], [], []
         for _ in range(rounds):
             people = [self.world.fresh_person(rng) for _ in range(bank)]
             docs = self.encode([self.world.document(person, rng) for person in people])
             entries = self.memory.compress(docs["input_ids"], docs["attention_mask"])
-            rows = [(q, a, i) for i in range(asked) for _, q, a in self.world.questions(people[i], "probe", people)]
+            tagged = [(q, a, i, rel) for i in range(asked)
+                      for _, rel, q, a in self.world.questions_about(people[i], "probe", people)]
+            rows = [(q, a, i) for q, a, i, _ in tagged]
+            relations += [rel for *_, rel in tagged]
             questions = self.encode([q for q, _, _ in rows])
             encoded = self.memory.encode_question(questions["input_ids"], questions["attention_mask"])
             prompts = [qa_prompt(q) for q, _, _ in rows]
@@ -245,8 +254,12 @@ class CMTTraining(L.LightningModule):
             first += (scores.argmax(-1).cpu() == torch.tensor([i for _, _, i in rows])).tolist()
         self.memory.train(was_training)
         self.memory.reader.model.eval()
+        by_relation = {rel: qa_scores([a for a, r in zip(answers, relations) if r == rel],
+                                      [g for g, r in zip(golds, relations) if r == rel])["f1"]
+                       for rel in sorted(set(relations))}
         return {"efficacy_f1": qa_scores(answers, golds)["f1"], "no_memory_f1": qa_scores(empty, golds)["f1"],
-                "gold_matched_first": sum(first) / len(first), "bank": bank, "questions": len(golds)}
+                "gold_matched_first": sum(first) / len(first), "bank": bank, "questions": len(golds),
+                "efficacy_f1_about": by_relation}
 
     def save(self, directory: Path) -> None:
         torch.save(self.memory.trained_state(), directory / PARTS)

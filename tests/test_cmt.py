@@ -275,11 +275,8 @@ def test_by_default_every_document_of_a_bank_of_namesake_pairs_carries_gradient(
     draw = module.draw(0)
     assert draw.with_gradient == len(draw.documents) == 8
     assert {i for _, _, i in draw.asked} == set(range(8))  # every document is asked about
-    names = []
-    for doc in draw.documents:  # the person a document is about: the free name it spells, word for word
-        named = [n for n in module.world.free_names if f" {n} " in f" {doc} "]
-        assert len(named) == 1, doc
-        names += named
+    names = draw.people
+    assert len(set(names)) == 8 and all(f" {n} " in f" {doc} " for n, doc in zip(names, draw.documents))
     for name in names:  # each shares its first or its last name with another person of the bank
         others = [n for n in names if n != name]
         assert any(n.split()[0] == name.split()[0] or n.split()[-1] == name.split()[-1] for n in others), name

@@ -113,12 +113,14 @@ def train_cmt(cfg) -> Path:
 
 @dataclass
 class Draw:
-    """One step's bank (a document per fresh person, the first `with_gradient` carrying gradient), the questions
-    about those (with the index of the document that answers each), questions about the background, and (with
-    `match_every_document`) one question about each other document, for self-matching's loss only."""
+    """One step's bank (a document per fresh person, named in `people`, the first `with_gradient` carrying
+    gradient), the questions about those (with the index of the document that answers each), questions about the
+    background, and (with `match_every_document`) one question about each other document, for self-matching's loss
+    only."""
 
     documents: list[str]
     with_gradient: int
+    people: list[str] = field(default_factory=list)  # whom each document is about
     asked: list[tuple[str, str, int]] = field(default_factory=list)
     background: list[tuple[str, str]] = field(default_factory=list)
     matched_only: list[tuple[str, int]] = field(default_factory=list)
@@ -157,7 +159,7 @@ class CMTTraining(L.LightningModule):
         else:  # as every draw was before the option existed
             people = [self.world.fresh_person(rng) for _ in range(p.train_bank_size)]
         out = Draw([self.world.document(person, rng) for person in people],
-                   max(1, round(p.grad_share * p.train_bank_size)))
+                   max(1, round(p.grad_share * p.train_bank_size)), [person.name for person in people])
         for i in range(out.with_gradient):
             asked = self.world.questions(people[i], "all", people, relations=p.train_relations)
             out.asked += [(q, a, i) for _, q, a in rng.sample(asked, min(p.questions_per_document, len(asked)))]

@@ -445,6 +445,14 @@ def _method_name(layers: list[DictConfig]) -> str:
     return name
 
 
+def schema_defaults(method: str) -> dict:
+    """Every key's default for `method` (no file, no override): what a key added to the schema since a run was made
+    holds when nobody sets it."""
+    from lit_knowledge.methods import params_of
+
+    return to_dict(_schema_node(params_of(method)))
+
+
 def load_config(config_files: list[str] = (), overrides: list[str] = ()) -> DictConfig:
     """Merge YAML files and overrides onto the typed schema; return the resolved, validated config."""
     from lit_knowledge.methods import params_of  # cheap: the table of "module:attr" strings

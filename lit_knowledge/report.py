@@ -293,8 +293,8 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
     """For groups whose runs name a bank (stream) size, `<arm>[-seedK]-bank<N>` or `-docs<N>` (configs/experiments/
     cmt_bank.yaml, bench_scale.yaml): per arm and size, final F1 and EM over every document's probes (mean ± 95 %
     interval over the arm's seeds), the first step's probes as the stream grows at the largest size, and the cost
-    by size (update time per document, extra storage, retention at the end); a plot of F1, the first step's
-    probes and the update time against the size. "" when fewer than two sizes are named."""
+    by size (update time per document, extra storage, retention at the end), and F1 by the fact asked at each size
+    when runs have it; a plot of F1, the first step's probes and the update time against the size. "" when fewer than two sizes are named."""
     import re
 
     pattern = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?-(?P<kind>bank|docs)(?P<bank>\d+)$")
@@ -389,11 +389,11 @@ def bank_sizes_section(rows: list[dict], path: Path) -> str:
 
 
 def by_fact(arms: dict[str, dict[int, list[dict]]], banks: list[int], cell) -> str:
-    """At each size, every arm's F1 by the fact a probe asks about (`final_f1_about_<fact>`, the world's probes:
-    every document's, with the whole stream written); "" when no run has them."""
+    """At each size, every arm's F1 by the fact a direct question asks (`final_f1_about_<fact>`, the world's
+    probes: every document's, with the whole stream written); "" when no run has them."""
     prefix = "final_f1_about_"
     facts = sorted({k[len(prefix):] for by_bank in arms.values() for rs in by_bank.values() for r in rs
-                    for k in r["metrics"] if k.startswith(prefix)}, key=lambda f: (f.count("+"), f))
+                    for k in r["metrics"] if k.startswith(prefix)})
     if not facts:
         return ""
     out = []
@@ -402,9 +402,10 @@ def by_fact(arms: dict[str, dict[int, list[dict]]], banks: list[int], cell) -> s
                 "| arm | seeds | " + " | ".join(facts) + " |", "|---|---|" + "---|" * len(facts)]
         for arm, by_bank in sorted(arms.items()):
             group = by_bank.get(b, [])
-            if group:
-                out.append(f"| {arm} | {len(group)} | "
-                           + " | ".join(cell([r["metrics"].get(prefix + f) for r in group]) for f in facts) + " |")
+            scored = [r for r in group if any(k.startswith(prefix) for k in r["metrics"])]
+            if scored:
+                out.append(f"| {arm} | {len(scored)} | "
+                           + " | ".join(cell([r["metrics"].get(prefix + f) for r in scored]) for f in facts) + " |")
     return "\n".join(out) + "\n"
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from lit_knowledge.config import config_hash, identity, to_yaml
+from lit_knowledge.config import config_hash, identity, schema_defaults, to_yaml
 from lit_knowledge.errors import UserError, check_writable_dir
 
 
@@ -60,15 +60,25 @@ def write_atomic(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _diff(old: dict, new: dict, prefix: str = "") -> list[str]:
-    out = []
+def _diff(old: dict, new: dict, defaults: dict | None = None, prefix: str = "") -> list[str]:
+    """The keys whose values differ, as 'key: old -> new'. A key the old config lacks (added to the schema since
+    it was written) counts only when the new value is not that key's default (`defaults`, the schema's)."""
+    out, defaults = [], defaults or {}
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key, "<unset>"), new.get(key, "<unset>")
+        default = defaults.get(key, "<unset>")
         if isinstance(a, dict) and isinstance(b, dict):
-            out += _diff(a, b, f"{prefix}{key}.")
+            out += _diff(a, b, default if isinstance(default, dict) else {}, f"{prefix}{key}.")
+        elif a == "<unset>" and b == default and b != "<unset>":
+            continue
         elif a != b:
             out.append(f"{prefix}{key}: {a!r} -> {b!r}")
     return out
+
+
+def config_changes(old: DictConfig, new: DictConfig) -> list[str]:
+    """How `new` differs from the config a run or checkpoint was made with (`old`); [] when it is the same run."""
+    return _diff(identity(old), identity(new), schema_defaults(str(new.method.name)))
 
 
 class RunDir:
@@ -95,8 +105,7 @@ class RunDir:
             check_writable_dir(self.path, f"run.root={self.cfg.run.root}")
         old_config = self.path / "config.yaml"
         if old_config.exists() and resume != "never":
-            old = identity(OmegaConf.load(old_config))
-            changes = _diff(old, identity(self.cfg))
+            changes = config_changes(OmegaConf.load(old_config), self.cfg)
             if changes:
                 raise UserError(
                     f"run directory {self.path} holds a run with a different config ({'; '.join(changes[:3])}); "
@@ -201,7 +210,7 @@ class RunDir:
             if meta is None:
                 raise UserError(f"checkpoint {resume} is truncated or corrupt; pass another one or --resume auto")
             if meta[1] is not None:
-                changes = _diff(identity(OmegaConf.create(meta[1])), identity(self.cfg))
+                changes = config_changes(OmegaConf.create(meta[1]), self.cfg)
                 if changes:
                     raise UserError(f"checkpoint {resume} was made with a different config ({'; '.join(changes[:3])}); "
                                     "resume it with its own config (its run directory's config.yaml)")

@@ -286,6 +286,20 @@ def test_by_default_every_document_of_a_bank_of_namesake_pairs_carries_gradient(
     assert all(p.grad is not None for p in module.memory.compressor.parameters() if p.requires_grad)
 
 
+def test_the_default_draws_are_those_the_cached_modules_were_meta_trained_on(tmp_path, tmp_cache):
+    """Cached modules are keyed by settings, not by the draws those settings give: a change to the world or to
+    `draw` that alters the default draws must come with a new TRAINING_VERSION (and this digest)."""
+    import hashlib
+    import json
+
+    from lit_knowledge.methods.cmt.training import TRAINING_VERSION
+
+    module = training_module(tmp_path)
+    draws = [module.draw(step) for step in range(3)]
+    blob = json.dumps([[d.documents, d.asked, d.background, d.matched_only] for d in draws])
+    assert (TRAINING_VERSION, hashlib.sha256(blob.encode()).hexdigest()[:16]) == (1, "82baf507e6781d0e")
+
+
 def test_each_technique_adds_its_loss_and_mac_trains_on_the_answers_alone(tmp_path, tmp_cache):
     draw_cmt = training_module(tmp_path).losses
     mac = training_module(tmp_path, *MAC)
@@ -345,6 +359,10 @@ def test_meta_training_asked_about_some_facts_never_asks_about_the_others(tmp_pa
         return [q for q in questions if any(shape.match(q) for shape in others)]
     assert about_others(asked["default"]) and not about_others(asked["city, year"])
     assert len(asked["city, year"]) == len(asked["default"])
+    kept = shapes([*TRANSFORMED, *INVERSE, *COMPOSITIONAL, *QUESTIONS["year"], *QUESTIONS["city"]])
+    assert all(any(shape.match(q) for shape in kept) for q in asked["city, year"])
+    assert all(any(any(s.match(q) for q in asked["city, year"]) for s in shapes(group))  # each kind still asked
+               for group in (TRANSFORMED, COMPOSITIONAL, QUESTIONS["year"], QUESTIONS["city"]))
     cfg = load_config([str(CMT_YAML)], [])
     assert "train_relations" not in cmt_build(cfg).recipe["method"]
     assert cmt_build(load_config([str(CMT_YAML)], ["method.train_relations=[field,org,year,city]"])).key == \
@@ -353,6 +371,10 @@ def test_meta_training_asked_about_some_facts_never_asks_about_the_others(tmp_pa
         cmt_build(load_config([str(CMT_YAML)], ["method.train_relations=[city,year]"])).key != cmt_build(cfg).key
     with pytest.raises(UserError, match="method.train_relations"):
         load_config([str(CMT_YAML)], ["method.train_relations=[employer]"])
+    from lit_knowledge.data.world import RELATIONS
+    from lit_knowledge.methods.params import WORLD_FACTS
+
+    assert WORLD_FACTS == RELATIONS
 
 
 def test_meta_training_never_names_a_stream_or_locality_person(tmp_path, tmp_cache):
@@ -554,11 +576,13 @@ def test_the_report_tables_each_arm_by_bank_size_with_its_seed_interval(tmp_path
     assert bank_sizes_section(rows[:2], tmp_path / "one.png") == ""  # one size: no section
     assert "by the fact asked" not in text  # no run scored its probes by fact
     for r, org in zip(rows, (0.2, 0.4, 0.1, 0.3, 0.0, 0.0)):
-        r["metrics"].update({"final_f1_about_org": org, "final_f1_about_city+year": 0.9, "final_f1_about_city": 1.0})
+        r["metrics"].update({"final_f1_about_org": org, "final_f1_about_year": 0.9, "final_f1_about_city": 1.0})
+    rows.append(results("mac-bank16", 0.1, [0.1, 0.1]))  # a run scored without facts gets no row there
     text = report_of(tmp_path / "facts", rows)
     m, h = mean_ci([0.2, 0.4])
-    assert "## F1 by the fact asked, 16 documents" in text and "| arm | seeds | city | org | city+year |" in text
+    assert "## F1 by the fact asked, 16 documents" in text and "| arm | seeds | city | org | year |" in text
     assert f"| cmt | 2 | 1.000 ± 0.000 | {m:.3f} ± {h:.3f} | 0.900 ± 0.000 |" in text
+    assert "| mac | 1 | – |" not in text.split("## F1 by the fact asked")[1]
 
 
 def test_the_meta_training_seed_makes_another_build_over_the_same_reader():

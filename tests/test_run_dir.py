@@ -150,6 +150,19 @@ def test_resume_never_clears_checkpoints_and_allows_a_changed_config(tmp_path):
     assert meta(r2)["wandb_run_id"] != wid  # a new run, not a resumption
 
 
+def test_a_key_added_since_the_run_was_made_is_no_change_while_it_holds_its_default(tmp_path):
+    """A run directory written before a config key existed is the same run when the key holds its default (the
+    behaviour the run had), and another run when it is set to something else."""
+    r1 = RunDir(cfg_for(tmp_path, "run.name=fixed"))
+    r1.start()
+    written = OmegaConf.load(r1.path / "config.yaml")
+    del written.eval["max_probes"]  # as if the key had been added to the schema after this run was made
+    OmegaConf.save(written, r1.path / "config.yaml")
+    RunDir(cfg_for(tmp_path, "run.name=fixed")).check()
+    with pytest.raises(UserError, match=r"eval.max_probes: '<unset>' -> 7"):
+        RunDir(cfg_for(tmp_path, "run.name=fixed", "eval.max_probes=7")).check()
+
+
 def test_resume_auto_picks_the_highest_global_step(tmp_path):
     import torch
 

@@ -28,8 +28,8 @@ class Probe:
     question: str
     answers: list[str]
     kind: str = "efficacy"
-    # The facts the question asks about, when the source knows them (the world: "city", "year", "org", "field",
-    # or several joined by "+", e.g. "city+year" for a question about both).
+    # The fact a direct question asks about, when the source knows it (the world: "city", "year", "org" or
+    # "field"; "" for its derived questions and for sources that do not say).
     relation: str = ""
 
 

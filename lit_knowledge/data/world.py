@@ -96,7 +96,8 @@ INVERSE = ("who was born in {city} in {year} ?", "which person was born in {year
 COMPOSITIONAL = ("where and in what year was {name} born ?", "in which city and year was {name} born ?")
 MULTI_HOP = ("in which city is the employer of {name} based ?", "where is the organisation that employs {name} based ?")
 ORG_QUESTIONS = ("where is {org} based ?", "in which city are the headquarters of {org} ?")
-# The facts each derived kind of question needs (a direct question needs its own relation).
+# The facts each derived kind of question needs (a direct question, efficacy or paraphrase, needs its own relation).
+DIRECT = ("efficacy", "paraphrase")
 DERIVED_RELATIONS = {"transformed": ("year",), "inverse": ("city", "year"), "compositional": ("city", "year"),
                      "multi_hop": ("org",)}
 RELATIONS = tuple(QUESTIONS)
@@ -111,6 +112,12 @@ class Person:
     year: int
     org: str
     field: str
+
+
+def direct_relation(kind: str, relation: str) -> str:
+    """A probe's `relation`: the fact a direct question asks; "" for a derived one, whose answer is of another form
+    (a decade, a name, an employer's city), so that F1 by fact compares like with like."""
+    return relation if kind in DIRECT else ""
 
 
 def decade(year: int) -> str:
@@ -211,7 +218,8 @@ class World:
 
     def questions_about(self, person: Person, split: str = "all", known: list[Person] = (), derived: bool = True,
                         relations=RELATIONS) -> list[tuple[str, str, str, str]]:
-        """`questions`, each as (kind, relation, question, answer): relation names the facts it asks about."""
+        """`questions`, each as (kind, relation, question, answer): relation names the facts it needs ("org"; a
+        derived question the facts it combines, e.g. "city+year", see DERIVED_RELATIONS)."""
         lo, hi = {"train": (0, PROBE_SPLIT), "probe": (PROBE_SPLIT, None), "all": (0, None)}[split]
         out = []
         for relation, templates in QUESTIONS.items():
@@ -231,8 +239,9 @@ class World:
                 out.append(("compositional", "", template.format(**fmt), f"{person.city} in {person.year}"))
             for template in MULTI_HOP[half]:
                 out.append(("multi_hop", "", template.format(**fmt), self.hq[person.org]))
+        allowed = set(relations)
         tagged = [(kind, rel or "+".join(DERIVED_RELATIONS[kind]), q, a) for kind, rel, q, a in out]
-        return [row for row in tagged if set(row[1].split("+")) <= set(relations)]
+        return [row for row in tagged if allowed.issuperset(row[1].split("+"))]
 
     # ------------------------------------------------------------------------------------- the stream
 
@@ -253,7 +262,7 @@ class World:
                 current[person.name] = person
                 train_qa[doc.id] = self.qa_set(person, everyone)
                 for k, (kind, relation, q, a) in enumerate(self.questions_about(person, "probe", everyone)):
-                    probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, relation)
+                    probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, direct_relation(kind, relation))
                     probes.append(probe)
                     if q in _org_dependent_questions(person):
                         question_owner.setdefault(person.name, []).append(probe.id)
@@ -274,7 +283,7 @@ class World:
                                         if q in _org_dependent_questions(new)]
                     for k, (kind, relation, q, a) in enumerate(self.questions_about(new, "probe", everyone)):
                         if q in _org_dependent_questions(new):
-                            probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, relation)
+                            probe = Probe(f"{doc.id}-q{k}", doc.id, q, [a], kind, direct_relation(kind, relation))
                             probes.append(probe)
                             question_owner[name].append(probe.id)
             steps.append(StreamStep(t, docs, probes, train_qa))

@@ -97,7 +97,8 @@ class StreamProtocol:
             "locality_f1": locality["f1"] if locality else None,
             "lm_loss": method.lm_loss(self.heldout),
             "efficacy_f1_by_kind": {kind: score(ps)["f1"] for kind, ps in sorted(by_kind.items())},
-            # every document's probes so far, by the facts they ask about (sources that tag them: the world)
+            # every document's probes so far, pooled by the fact a direct question asks (sources that tag them: the
+            # world); final_f1_all_steps averages per step instead
             "f1_by_relation_all_steps": {rel: score(ps)["f1"] for rel, ps in sorted(by_relation.items())},
             "locality_f1_by_kind": ({kind: score(ps)["f1"] for kind, ps in sorted(self.background_by_kind.items())}
                                     if len(self.background_by_kind) > 1 else {}),

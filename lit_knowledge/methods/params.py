@@ -14,6 +14,9 @@ from typing import Optional
 from lit_knowledge.config import MethodParams, ModelConfig, TinyModelConfig, doc
 from lit_knowledge.errors import UserError
 
+# The facts the world's people have (lit_knowledge.data.world.RELATIONS, written out here: that module imports torch)
+WORLD_FACTS = ("city", "year", "org", "field")
+
 SIDES = ("input", "output")
 KNOWLEDGE_TEXTS = ("pretrain", "mix", "none")  # see EditMethod.knowledge_texts()
 SINGLE_DEVICE_STRATEGIES = ("auto", "ddp", "ddp_spawn")
@@ -385,11 +388,13 @@ class CMTParams(MethodParams):
                                  "dev stream: with MAC's 0.25 the keys never learnt the last name. 0.25 is what "
                                  "keeps a 7B LLM's meta-training in accelerator memory.", above=0, maximum=1)
     questions_per_document: int = doc(2, "Questions asked about each document that carries gradient.", minimum=1)
-    train_relations: list[str] = doc(help="The facts meta-training's questions may ask about (of city, year, org, "
-                                          "field; a derived question only when it needs none other). Leaving some "
+    train_relations: list[str] = doc(help="The facts meta-training's questions (QA, background rows, matching) may "
+                                          "ask about, in any order: some of city, year, org, field. A derived "
+                                          "question counts as the facts it needs (the decade: year; inverse and "
+                                          "compositional: city and year; the employer's city: org). Leaving some "
                                           "out tests whether the memory holds what was never asked: the "
                                           "memory-aware objective's claim (docs/results/cmt.md).",
-                                     factory=lambda: ["city", "year", "org", "field"])
+                                     factory=lambda: list(WORLD_FACTS))
     background_rows: int = doc(8, "Rows per step asking what the LLM already knew (the rehearsal half of the "
                                   "world's background), read with the same bank, so that reading a bank keeps the "
                                   "LLM's own knowledge.", minimum=0)
@@ -399,10 +404,9 @@ class CMTParams(MethodParams):
         m = cfg.method
         if m.memory_tokens > cfg.data.max_length:
             raise UserError(f"method.memory_tokens={m.memory_tokens} exceeds data.max_length={cfg.data.max_length}")
-        relations = ("city", "year", "org", "field")
-        unknown = [r for r in m.train_relations if r not in relations]
+        unknown = [r for r in m.train_relations if r not in WORLD_FACTS]
         if unknown or not m.train_relations:
-            raise UserError(f"method.train_relations={list(m.train_relations)} must name some of {list(relations)}, "
+            raise UserError(f"method.train_relations={list(m.train_relations)} must name some of {list(WORLD_FACTS)}, "
                             "e.g. method.train_relations=[city,year]")
         if m.top_k_aggregation and m.top_k > m.window:
             raise UserError(f"method.top_k={m.top_k} is larger than method.window={m.window}: the aggregator reads "

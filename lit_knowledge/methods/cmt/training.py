@@ -37,7 +37,7 @@ from lit_knowledge.builds import CachedBuild, cache_root, keyed_as_before
 from lit_knowledge.config import to_dict
 from lit_knowledge.data.datamodules import StepIndices
 from lit_knowledge.data.prompts import collate, encode_example, qa_prompt
-from lit_knowledge.data.world import RELATIONS, World
+from lit_knowledge.data.world import RELATIONS, World, direct_relation
 from lit_knowledge.evaluation.metrics import qa_scores
 from lit_knowledge.methods.cmt.memory import FIRST_SOFT_TOKEN_STD, CMTMemory
 from lit_knowledge.methods.components import base_model_recipe, load_model
@@ -52,7 +52,7 @@ RECORD = "cmt.json"
 FIELDS_ADDED_LATER = {"soft_token_std": FIRST_SOFT_TOKEN_STD, "matching": "mean", "compressor_reads_embeddings": False,
                       "train_shared_names": 0.0, "keys_read_every_word": False,
                       "key_token_dropout": 0.0, "match_every_document": False,
-                      "train_relations": list(RELATIONS)}
+                      "train_relations": ["city", "year", "org", "field"]}
 PARTS = "cmt_parts.pt"
 
 
@@ -153,6 +153,7 @@ class CMTTraining(L.LightningModule):
 
     def draw(self, step: int) -> Draw:
         p = self.params
+        relations = tuple(p.train_relations)
         rng = random.Random(meta_seed(self.cfg) * 1_000_003 + step)
         if p.train_shared_names:
             people = self.world.fresh_people_sharing_names(rng, p.train_bank_size, p.train_shared_names)
@@ -161,15 +162,15 @@ class CMTTraining(L.LightningModule):
         out = Draw([self.world.document(person, rng) for person in people],
                    max(1, round(p.grad_share * p.train_bank_size)), [person.name for person in people])
         for i in range(out.with_gradient):
-            asked = self.world.questions(people[i], "all", people, relations=p.train_relations)
+            asked = self.world.questions(people[i], "all", people, relations=relations)
             out.asked += [(q, a, i) for _, q, a in rng.sample(asked, min(p.questions_per_document, len(asked)))]
         for _ in range(p.background_rows):
             _, q, a = rng.choice(self.world.questions(rng.choice(self.rehearsed), "all", self.world.background,
-                                                      relations=p.train_relations))
+                                                      relations=relations))
             out.background.append((q, a))
         if p.match_every_document and p.self_matching:
             for i in range(out.with_gradient, len(people)):
-                _, q, _ = rng.choice(self.world.questions(people[i], "all", people, relations=p.train_relations))
+                _, q, _ = rng.choice(self.world.questions(people[i], "all", people, relations=relations))
                 out.matched_only.append((q, i))
         return out
 
@@ -241,8 +242,8 @@ class CMTTraining(L.LightningModule):
             people = [self.world.fresh_person(rng) for _ in range(bank)]
             docs = self.encode([self.world.document(person, rng) for person in people])
             entries = self.memory.compress(docs["input_ids"], docs["attention_mask"])
-            tagged = [(q, a, i, rel) for i in range(asked)
-                      for _, rel, q, a in self.world.questions_about(people[i], "probe", people)]
+            tagged = [(q, a, i, direct_relation(kind, rel)) for i in range(asked)
+                      for kind, rel, q, a in self.world.questions_about(people[i], "probe", people)]
             rows = [(q, a, i) for q, a, i, _ in tagged]
             relations += [rel for *_, rel in tagged]
             questions = self.encode([q for q, _, _ in rows])
@@ -258,7 +259,7 @@ class CMTTraining(L.LightningModule):
         self.memory.reader.model.eval()
         by_relation = {rel: qa_scores([a for a, r in zip(answers, relations) if r == rel],
                                       [g for g, r in zip(golds, relations) if r == rel])["f1"]
-                       for rel in sorted(set(relations))}
+                       for rel in sorted(set(relations) - {""})}
         return {"efficacy_f1": qa_scores(answers, golds)["f1"], "no_memory_f1": qa_scores(empty, golds)["f1"],
                 "gold_matched_first": sum(first) / len(first), "bank": bank, "questions": len(golds),
                 "efficacy_f1_about": by_relation}

@@ -312,3 +312,26 @@ def test_chat_template_without_a_template_is_one_clear_error():
 
     with pytest.raises(UserError, match="has no chat template: set model.chat_template=false"):
         method("model.chat_template=true")
+
+
+def test_a_fine_tuning_arms_seed_reorders_its_batches_and_keeps_the_reader_and_probes():
+    """method.seed gives a fine-tuning arm another seed (its batch order) on the same reader and probes; run.seed
+    would also draw another probe sample (eval.max_probes)."""
+    from lit_knowledge.methods import METHODS
+
+    def planned(*overrides):
+        cfg = load_config([], TINY + ["method.name=ft_context", "data.world.entities_per_step=6", *overrides])
+        torch.manual_seed(cfg.run.seed)  # as the run does before it builds the model
+        m = METHODS.get("ft_context")(cfg)
+        dm = m.datamodule()
+        dm.setup("fit")
+        probes = [p.question for step in m.make_protocol().step_probes for p in step]
+        return [list(idx) for _, _, idx in dm._dataset.plan], probes, m.model.state_dict()
+
+    plan0, probes0, weights0 = planned()
+    assert planned("method.seed=0")[0] == plan0  # null means run.seed (0)
+    plan1, probes1, weights1 = planned("method.seed=1")
+    assert plan1 != plan0  # another order ...
+    assert sorted(i for b in plan1 for i in b) == sorted(i for b in plan0 for i in b)  # ... of the same examples
+    assert probes1 == probes0
+    assert all(torch.equal(weights1[k], weights0[k]) for k in weights0)  # the same model

@@ -171,10 +171,15 @@ class KnowledgeMethod(L.LightningModule):
         self.log("train/loss", out.loss, prog_bar=True, batch_size=batch["input_ids"].shape[0])
         return out.loss * batch["shard_weight"] if "shard_weight" in batch else out.loss  # DDP: see datamodules
 
+    @property
+    def batch_order_seed(self) -> int:
+        """Seed of the shuffled batch order: run.seed, unless the method has a seed of its own for it."""
+        return self.cfg.run.seed
+
     def datamodule(self):
         from lit_knowledge.data.datamodules import KnowledgeStreamDataModule
 
-        return KnowledgeStreamDataModule(self.stream, self, self.cfg.data.batch_size, self.cfg.run.seed,
+        return KnowledgeStreamDataModule(self.stream, self, self.cfg.data.batch_size, self.batch_order_seed,
                                          self.cfg.data.num_workers)
 
     # ------------------------------------------------------------------------------ the stream walk

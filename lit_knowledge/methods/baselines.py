@@ -54,6 +54,10 @@ class FineTune(KnowledgeMethod):
         if self.params.reset_each_step and not cfg.model.lora.enabled:
             self._base_state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
 
+    @property
+    def batch_order_seed(self) -> int:
+        return self.cfg.run.seed if self.params.seed is None else self.params.seed
+
     def training_examples(self, step):
         return encode_all(self.tokenizer, self.pairs(step), self.cfg.data.max_length)
 

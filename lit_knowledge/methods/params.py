@@ -43,6 +43,10 @@ class FineTuneParams(MethodParams):
                                      "the same part of another subject seen so far), trained towards what the model "
                                      "says closed-book about them. Needs documents with a subject; 0: off.",
                                 minimum=0)
+    seed: Optional[int] = doc(None, "Seed of the batch order: each pass over a step's examples is shuffled with it "
+                                    "(null: run.seed). A group varies it for another fine-tuning seed on the same "
+                                    "reader and probes; run.seed would also draw other probes (eval.max_probes).",
+                              minimum=0)
 
 
 @dataclass

@@ -11,7 +11,16 @@ from conftest import CONFIGS, DEBUG_YAML, report_of, write_step
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from lit_knowledge.config import load_config
-from lit_knowledge.data.world import COMPOSITIONAL, INVERSE, MULTI_HOP, ORG_QUESTIONS, QUESTIONS, TRANSFORMED
+from lit_knowledge.data.world import (
+    COMPOSITIONAL,
+    INVERSE,
+    MULTI_HOP,
+    NAME_PARTS,
+    ORG_QUESTIONS,
+    QUESTIONS,
+    TRANSFORMED,
+    name_part,
+)
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods.cmt.memory import CMTMemory
 from lit_knowledge.methods.params import CMTParams
@@ -279,7 +288,7 @@ def test_by_default_every_document_of_a_bank_of_namesake_pairs_carries_gradient(
     assert len(set(names)) == 8 and all(f" {n} " in f" {doc} " for n, doc in zip(names, draw.documents))
     for name in names:  # each shares its first or its last name with another person of the bank
         others = [n for n in names if n != name]
-        assert any(n.split()[0] == name.split()[0] or n.split()[-1] == name.split()[-1] for n in others), name
+        assert any(name_part(n, part) == name_part(name, part) for n in others for part in NAME_PARTS), name
     loss = module.training_step(torch.tensor(0), 0)
     loss.backward()
     assert torch.isfinite(loss)

@@ -8,7 +8,7 @@ from omegaconf import OmegaConf
 
 from lit_knowledge.config import WorldConfig
 from lit_knowledge.data.records import Probe
-from lit_knowledge.data.world import DOC_TEMPLATES, QUESTIONS, World, answer, decade
+from lit_knowledge.data.world import DOC_TEMPLATES, NAME_PARTS, QUESTIONS, World, answer, decade, name_part
 
 
 def world(**kw):
@@ -197,9 +197,8 @@ def test_fresh_people_sharing_names_pair_up_namesakes_and_stay_fresh():
         for _ in range(40):
             people = w.fresh_people_sharing_names(rng, 32, share)
             assert len(people) == 32 and not {p.name for p in people} & known
-            firsts = Counter(p.name.split()[0] for p in people)
-            lasts = Counter(p.name.split()[-1] for p in people)
-            found += sum(firsts[p.name.split()[0]] > 1 or lasts[p.name.split()[-1]] > 1 for p in people)
+            counts = {part: Counter(name_part(p.name, part) for p in people) for part in NAME_PARTS}
+            found += sum(any(counts[part][name_part(p.name, part)] > 1 for part in NAME_PARTS) for p in people)
         return found / (40 * 32)
 
     chance, half, every = with_namesake(0.0), with_namesake(0.5), with_namesake(1.0)

@@ -101,6 +101,13 @@ DIRECT = ("efficacy", "paraphrase")
 DERIVED_RELATIONS = {"transformed": ("year",), "inverse": ("city", "year"), "compositional": ("city", "year"),
                      "multi_hop": ("org",)}
 RELATIONS = tuple(QUESTIONS)
+NAME_PARTS = ("first", "last")
+
+
+def name_part(name: str, part: str) -> str:
+    """A person's first or last name: the first or the last word of the whole name."""
+    words = name.split()
+    return words[0] if part == "first" else words[-1]
 # Edit prompts are questions too (the reader answers questions); these relations can be edited.
 EDIT_RELATIONS = ("city", "org", "field")
 
@@ -174,10 +181,10 @@ class World:
     @functools.cached_property
     def _free_names_by(self) -> dict[str, dict[str, list[str]]]:
         """The free names by their first name and by their last name."""
-        out: dict[str, dict[str, list[str]]] = {"first": {}, "last": {}}
+        out: dict[str, dict[str, list[str]]] = {part: {} for part in NAME_PARTS}
         for name in self.free_names:
-            out["first"].setdefault(name.split()[0], []).append(name)
-            out["last"].setdefault(name.split()[-1], []).append(name)
+            for part in NAME_PARTS:
+                out[part].setdefault(name_part(name, part), []).append(name)
         return out
 
     def fresh_person(self, rng: random.Random) -> Person:
@@ -190,8 +197,8 @@ class World:
         names = []
         for _ in range(pairs):
             name = rng.choice(self.free_names)
-            part = rng.choice(("first", "last"))  # which of the two names the pair shares
-            word = name.split()[0] if part == "first" else name.split()[-1]
+            part = rng.choice(NAME_PARTS)  # which of the two names the pair shares
+            word = name_part(name, part)
             namesakes = [n for n in self._free_names_by[part][word] if n != name]
             if not namesakes:  # never with the world's name lists (every first and last name recurs)
                 raise UserError(f"no other free name shares the {part} name {word!r}: lower train_shared_names")
@@ -230,18 +237,16 @@ class World:
         if not (split == "train" and not derived):
             half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
             fmt = vars(person)
-            for template in TRANSFORMED[half]:
-                out.append(("transformed", "", template.format(**fmt), decade(person.year)))
+            derived_questions = [("transformed", TRANSFORMED, decade(person.year)),
+                                 ("compositional", COMPOSITIONAL, f"{person.city} in {person.year}"),
+                                 ("multi_hop", MULTI_HOP, self.hq[person.org])]
             if not any(p.city == person.city and p.year == person.year for p in known if p.name != person.name):
-                for template in INVERSE[half]:
-                    out.append(("inverse", "", template.format(**fmt), person.name))
-            for template in COMPOSITIONAL[half]:
-                out.append(("compositional", "", template.format(**fmt), f"{person.city} in {person.year}"))
-            for template in MULTI_HOP[half]:
-                out.append(("multi_hop", "", template.format(**fmt), self.hq[person.org]))
+                derived_questions.insert(1, ("inverse", INVERSE, person.name))  # only when the answer is unique
+            for kind, templates, target in derived_questions:
+                for template in templates[half]:
+                    out.append((kind, "+".join(DERIVED_RELATIONS[kind]), template.format(**fmt), target))
         allowed = set(relations)
-        tagged = [(kind, rel or "+".join(DERIVED_RELATIONS[kind]), q, a) for kind, rel, q, a in out]
-        return [row for row in tagged if allowed.issuperset(row[1].split("+"))]
+        return [row for row in out if allowed.issuperset(row[1].split("+"))]
 
     # ------------------------------------------------------------------------------------- the stream
 

@@ -102,14 +102,14 @@ DERIVED_RELATIONS = {"transformed": ("year",), "inverse": ("city", "year"), "com
                      "multi_hop": ("org",)}
 RELATIONS = tuple(QUESTIONS)
 NAME_PARTS = ("first", "last")
+# Edit prompts are questions too (the reader answers questions); these relations can be edited.
+EDIT_RELATIONS = ("city", "org", "field")
 
 
 def name_part(name: str, part: str) -> str:
     """A person's first or last name: the first or the last word of the whole name."""
     words = name.split()
     return words[0] if part == "first" else words[-1]
-# Edit prompts are questions too (the reader answers questions); these relations can be edited.
-EDIT_RELATIONS = ("city", "org", "field")
 
 
 @dataclass
@@ -237,11 +237,12 @@ class World:
         if not (split == "train" and not derived):
             half = {"train": slice(0, 1), "probe": slice(1, 2), "all": slice(0, 2)}[split]
             fmt = vars(person)
+            # An inverse question (who was born in this city in this year?) only when its answer is unique.
+            shares_birth = any(p.city == person.city and p.year == person.year for p in known if p.name != person.name)
             derived_questions = [("transformed", TRANSFORMED, decade(person.year)),
+                                 ("inverse", [] if shares_birth else INVERSE, person.name),
                                  ("compositional", COMPOSITIONAL, f"{person.city} in {person.year}"),
                                  ("multi_hop", MULTI_HOP, self.hq[person.org])]
-            if not any(p.city == person.city and p.year == person.year for p in known if p.name != person.name):
-                derived_questions.insert(1, ("inverse", INVERSE, person.name))  # only when the answer is unique
             for kind, templates, target in derived_questions:
                 for template in templates[half]:
                     out.append((kind, "+".join(DERIVED_RELATIONS[kind]), template.format(**fmt), target))

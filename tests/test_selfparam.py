@@ -43,6 +43,7 @@ def test_the_training_loss_is_the_forward_kl_of_the_batch():
     logits come from the adapter-disabled model reading the document and the student's from the question alone."""
     import torch.nn.functional as F
 
+    from lit_knowledge.data.datamodules import collate_examples
     from lit_knowledge.data.prompts import collate
 
     m = method("method.namesake_contrasts=0", "method.kl_mean=token")
@@ -50,15 +51,13 @@ def test_the_training_loss_is_the_forward_kl_of_the_batch():
         if hasattr(module, "lora_B"):
             torch.nn.init.normal_(module.lora_B["default"].weight, std=0.5)
     rows = [r for r in m.training_examples(m.stream.steps[0]) if r["labels"][0] == -100][:3]  # QA pairs
-    batch = collate([{"input_ids": r["input_ids"], "labels": r["labels"]} for r in rows], m.tokenizer.pad_token_id)
-    batch.update({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
-                  "teacher_labels": [r["teacher_labels"] for r in rows], "stream_step": 0})
+    batch = {**collate_examples(rows, m.tokenizer.pad_token_id), "stream_step": 0}  # as the datamodule makes it
     m.log = lambda *a, **kw: None
     with torch.no_grad():
         loss = m.training_step(batch, 0)
         teacher_batch = collate([{"input_ids": r["teacher_input_ids"], "labels": r["teacher_labels"]} for r in rows],
                                 m.tokenizer.pad_token_id)
-        with m.model.disable_adapter():
+        with m.model.disable_adapter():  # peft's own switch, against the method's
             t = target_logits(m.model, teacher_batch["input_ids"], teacher_batch["attention_mask"], teacher_batch["labels"])
         s = target_logits(m.model, batch["input_ids"], batch["attention_mask"], batch["labels"])
     p_t, log_t, log_s = F.softmax(t, -1), F.log_softmax(t, -1), F.log_softmax(s, -1)
@@ -73,13 +72,14 @@ def test_the_teacher_reads_the_document():
     another document before them give other teacher logits (through the method's own teacher path)."""
     import dataclasses
 
+    from lit_knowledge.data.datamodules import collate_examples
+
     m = method("method.namesake_contrasts=0")
     step = m.stream.steps[0]
 
     def teacher_on_first_qa_pairs():
         rows = [r for r in m.training_examples(step) if r["labels"][0] == -100][:2]
-        return m.teacher_logits({"teacher_input_ids": [r["teacher_input_ids"] for r in rows],
-                                 "teacher_labels": [r["teacher_labels"] for r in rows]})
+        return m.teacher_logits(collate_examples(rows, m.tokenizer.pad_token_id))
 
     before = teacher_on_first_qa_pairs()
     first, second = step.documents[0], step.documents[1]

@@ -26,6 +26,23 @@ from lit_knowledge.data.prompts import collate, scored_tokens
 from lit_knowledge.distributed import rank_and_world, shard
 
 
+def collate_examples(examples: list[dict], pad_id: int) -> dict:
+    """A method's encoded examples as one batch. Their other fields: a second prompt given as `<name>_input_ids`
+    and `<name>_labels` (SELF-PARAM's teacher) is padded into tensors as the first is (`<name>_attention_mask`
+    beside them); any other field travels as a list."""
+    batch = collate(examples, pad_id)
+    extra = examples[0].keys() - {"input_ids", "labels"}
+    for name in sorted(k.removesuffix("_input_ids") for k in extra if k.endswith("_input_ids")):
+        if f"{name}_labels" in extra:
+            second = collate([{"input_ids": e[f"{name}_input_ids"], "labels": e[f"{name}_labels"]} for e in examples],
+                             pad_id)
+            batch.update({f"{name}_{k}": v for k, v in second.items()})
+            extra -= {f"{name}_input_ids", f"{name}_labels"}
+    for key in extra:
+        batch[key] = [e[key] for e in examples]
+    return batch
+
+
 class _PlannedBatches(TorchDataset):
     """A fixed list of batches: (stream_step, is_last_of_step, example indices into that step's examples).
 
@@ -35,13 +52,21 @@ class _PlannedBatches(TorchDataset):
     def __init__(self, per_step: list[Dataset], plan: list[tuple[int, bool, list[int]]], pad_id: int,
                  shard: bool = True):
         self.per_step, self.plan, self.pad_id, self.shard = per_step, plan, pad_id, shard
+        self._rows: dict[int, list[dict]] = {}  # a step's examples as plain rows, read once (not row by row)
+
+    def rows(self, step: int) -> list[dict]:
+        if step not in self._rows:
+            examples = self.per_step[step]  # the walk goes step by step: one step's rows are kept
+            self._rows = {step: examples.to_list() if isinstance(examples, Dataset) else list(examples)}
+        return self._rows[step]
 
     def __len__(self):
         return len(self.plan)
 
     def __getitem__(self, i):
         step, last, idx = self.plan[i]
-        examples = [self.per_step[step][j] for j in idx]
+        rows = self.rows(step) if idx else []
+        examples = [rows[j] for j in idx]
         batch_tokens = sum(len(e["input_ids"]) for e in examples)
         weight = None
         rank, world = rank_and_world()
@@ -51,12 +76,9 @@ class _PlannedBatches(TorchDataset):
             scored = sum(len(scored_tokens(e)) for e in examples)
             examples = shard(examples, rank, world)
             weight = sum(len(scored_tokens(e)) for e in examples) * world / max(1, scored)
-        batch = collate(examples, self.pad_id) if examples else {}
+        batch = collate_examples(examples, self.pad_id) if examples else {}
         if weight is not None:
             batch["shard_weight"] = weight
-        # Non-token fields of the examples (e.g. SELF-PARAM's teacher prompt) travel as lists.
-        for key in (examples[0].keys() - {"input_ids", "labels"}) if examples else ():
-            batch[key] = [e[key] for e in examples]
         batch.update({"stream_step": step, "last_in_step": last, "position": i, "batch_tokens": batch_tokens})
         return batch
 
@@ -92,6 +114,10 @@ class _FromPosition(Sampler):
         return self.total
 
 
+def _as_built(batch):
+    return batch
+
+
 class _StreamLoader(DataLoader):
     """A loader Lightning treats as resumable (it has state_dict / load_state_dict).
 
@@ -101,8 +127,9 @@ class _StreamLoader(DataLoader):
     """
 
     def __init__(self, dataset, position, num_workers: int = 0):
+        # A planned batch is already collated: handed on as it is (the default would walk every list in it).
         super().__init__(dataset, batch_size=None, sampler=_FromPosition(len(dataset), position),
-                         num_workers=num_workers)
+                         num_workers=num_workers, collate_fn=_as_built)
         self._position = position
 
     def state_dict(self) -> dict:

@@ -14,6 +14,8 @@ from datetime import timedelta
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from lit_knowledge.distributed import LaterAgreement
+
 
 class TimedCheckpoint(ModelCheckpoint):
     """Lightning's ModelCheckpoint that counts the checkpoints it writes and the seconds they take."""
@@ -22,6 +24,28 @@ class TimedCheckpoint(ModelCheckpoint):
         super().__init__(*args, **kwargs)
         self.written = 0
         self.seconds = 0.0
+        self._due = LaterAgreement()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        """Time-based saves as Lightning makes them, with rank zero's clock deciding, except that the processes
+        learn the decision a step late instead of waiting for a broadcast of it at every step."""
+        interval = self._train_time_interval
+        if interval is None:  # step-based, or at the end only: no collective in Lightning's own test
+            return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        now = time.monotonic()
+        due = self._last_time_checked is not None and now - self._last_time_checked >= interval.total_seconds()
+        if not self._due.any_raised(due and trainer.is_global_zero, trainer.strategy.root_device):
+            return
+        if self._should_skip_saving_checkpoint(trainer):
+            return
+        self._last_time_checked = now
+        candidates = self._monitor_candidates(trainer)
+        self._save_topk_checkpoint(trainer, candidates)
+        self._save_last_checkpoint(trainer, candidates)
+
+    def on_train_end(self, trainer, pl_module):
+        self._due.finish()
+        super().on_train_end(trainer, pl_module)
 
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         started = time.perf_counter()

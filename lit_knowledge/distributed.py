@@ -39,3 +39,38 @@ def sharded(fn, items: list) -> list:
     for r, part in enumerate(parts):
         out[r::world] = part
     return out
+
+
+class LaterAgreement:
+    """Whether any process raised a flag, learnt by every process one step late so that none waits for it.
+
+    A step-end decision every process must take alike (stop for preemption, write a timed checkpoint) is a
+    collective; a blocking one each step costs a round trip between processes and makes the faster one wait for
+    the slower (0.4-2 ms each over gloo on this CPU, with a tiny model's step well under 100 ms). Here the
+    exchange of step n starts at its end without waiting, runs while step n + 1 computes, and is read at the end
+    of step n + 1: every process reads the same answer at the same step. One process learns its flag at once.
+    """
+
+    def __init__(self):
+        self._pending = None  # (the flag tensor being reduced, its work handle)
+
+    def any_raised(self, flag: bool, device=None) -> bool:
+        """Whether any process raised its flag: at this step alone, or across processes at the step before."""
+        if rank_and_world()[1] == 1:
+            return flag
+        import torch
+        import torch.distributed as dist
+
+        mine = torch.tensor([int(flag)], dtype=torch.int32, device=device)
+        before, self._pending = self._pending, (mine, dist.all_reduce(mine, op=dist.ReduceOp.MAX, async_op=True))
+        if before is None:
+            return False
+        tensor, work = before
+        work.wait()
+        return bool(tensor.item())
+
+    def finish(self) -> None:
+        """Wait for the exchange still running (at the end of training, before the processes part)."""
+        if self._pending is not None:
+            self._pending[1].wait()
+            self._pending = None

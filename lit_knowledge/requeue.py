@@ -3,7 +3,8 @@
 SLURM sends SIGUSR1 some time before a job's end (`#SBATCH --signal=SIGUSR1@120`). Lightning's own
 handler writes a checkpoint from inside the signal handler, which can land between an optimiser step
 and the end of its batch. Here the handler only raises a flag; at the end of the current batch (after
-the stream position and any step-end evaluation are recorded) every rank agrees to stop, rank zero
+the stream position and any step-end evaluation are recorded; under several processes, at the end of the
+next one, so that no step waits for the ranks to agree: `distributed.LaterAgreement`) every rank stops, rank zero
 writes `hpc_ckpt_<step>.ckpt` into the run directory and runs `scontrol requeue <job>`, and the run
 directory is marked `requeued`. The requeued job runs the same command, and `--resume auto` picks the
 newest checkpoint by global step (see lit_knowledge/run.py). Outside a fit, lit_knowledge/preemption.py
@@ -18,6 +19,7 @@ import sys
 
 import lightning as L
 
+from lit_knowledge.distributed import LaterAgreement
 from lit_knowledge.preemption import slurm_job_id
 
 
@@ -28,12 +30,16 @@ class RequeueOnSignal(L.Callback):
         self.requested = False
         self.requeued = False
         self._previous = None
+        self._agreement = LaterAgreement()
 
     def _handler(self, signum, frame):
         self.requested = True
 
     def on_fit_start(self, trainer, pl_module):
         self._previous = signal.signal(self.signum, self._handler)
+
+    def on_train_end(self, trainer, pl_module):
+        self._agreement.finish()
 
     def on_fit_end(self, trainer, pl_module):
         if self._previous is not None:
@@ -42,8 +48,7 @@ class RequeueOnSignal(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.requeued:  # saved and requeued already; the fit is stopping
             return
-        stop = trainer.strategy.reduce_boolean_decision(self.requested, all=False)
-        if not stop:
+        if not self._agreement.any_raised(self.requested, trainer.strategy.root_device):
             return
         path = self.run_dir / f"hpc_ckpt_{trainer.global_step}.ckpt"
         trainer.save_checkpoint(str(path))

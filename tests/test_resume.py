@@ -190,7 +190,8 @@ def test_two_process_ddp_on_cpu_splits_the_batches_and_scores_as_one_process(tmp
                           timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     two = tmp_path / "two"
-    cmd = train_cmd(two, *calm, "trainer.strategy=ddp", "trainer.devices=2")
+    # a timed checkpoint due at every step: the processes agree on it a step late, and none waits for another
+    cmd = train_cmd(two, *calm, "trainer.strategy=ddp", "trainer.devices=2", "trainer.checkpoint_every_n_minutes=1e-6")
     proc = subprocess.run(cmd, env=cli_env(reader_cache), capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("run directory:") == 1  # one process reports the run, not each rank
@@ -198,6 +199,7 @@ def test_two_process_ddp_on_cpu_splits_the_batches_and_scores_as_one_process(tmp
     meta = json.loads((d / "run_meta.json").read_text())
     assert meta["status"] == "completed"
     single = json.loads((run_dir(one) / "results.json").read_text())["metrics"]
+    assert meta["checkpoints"]["written"] == single["optimizer_steps"] - 1  # learnt a step late: after each but the first
     split = json.loads((d / "results.json").read_text())["metrics"]
     assert split["num_steps"] == single["num_steps"] == 2
     assert split["processes"] == 2 and "processes" not in single

@@ -414,6 +414,9 @@ def parse_args(argv):
                                                                "the machine's cores)")
     d.add_argument("--per-device", action="store_true", help="one thread per process in both runs (one device "
                                                               "each) instead of the same threads shared")
+    d.add_argument("--launcher", choices=("lightning", "torchrun"), default="lightning",
+                   help="what starts the split run's processes: Lightning's launcher (the others start when the "
+                        "first reaches the fit; default) or torchrun (all at once, as srun does)")
     d.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")
     return parser.parse_args(argv)
 
@@ -440,7 +443,7 @@ def bench_ddp(args) -> int:
     from lit_knowledge.bench_ddp import ddp_speed, format_ddp
 
     res = ddp_speed(args.config or ["configs/selfparam/batch.yaml"], args.overrides, args.processes, args.threads,
-                    args.per_device)
+                    args.per_device, args.launcher)
     write_json(args.json, res)
     print(format_ddp(res))
     return 0

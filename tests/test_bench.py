@@ -111,3 +111,23 @@ def test_the_reading_bench_shows_the_shipped_reader_reads_one_document_and_strug
     floor = float(re.search(r"^\| 0 \(closed book, the floor\) \| ([0-9.]+) \|", out, re.M).group(1))
     assert floor < 0.3  # the stream's people are new to the reader
     assert float(rows["2"]) < float(rows["1"]) - 0.2
+
+
+@pytest.mark.slow  # two tiny training processes started by torchrun: ~40 s
+def test_the_ddp_bench_can_start_the_split_run_with_torchrun(tmp_path, reader_cache, monkeypatch):
+    """`--launcher torchrun` starts both processes at once; they split the work as under Lightning's launcher
+    (each trains about half the tokens) and one of them writes the results."""
+    from conftest import DEBUG_YAML, REPO, cli_env
+
+    from lit_knowledge.bench_ddp import timed_run
+    from lit_knowledge.errors import UserError
+
+    for key, value in cli_env(reader_cache).items():
+        monkeypatch.setenv(key, value)
+    configs = [str(REPO / "configs/baselines/ft_qa.yaml"), str(DEBUG_YAML)]
+    with pytest.raises(UserError, match="unknown launcher 'mpirun'"):
+        timed_run(configs, [], tmp_path, "x", 2, 1, "mpirun")
+    run = timed_run(configs, ["data.batch_size=4"], tmp_path, "split", 2, 1, "torchrun")
+    m = run["metrics"]
+    assert run["launcher"] == "torchrun" and run["processes"] == 2 and m["optimizer_steps"] > 0
+    assert 0.3 * m["train_tokens"] < m["train_tokens_per_process"] < 0.7 * m["train_tokens"]

@@ -30,15 +30,19 @@ class TimedCheckpoint(ModelCheckpoint):
         """Time-based saves as Lightning makes them, with rank zero's clock deciding, except that the processes
         learn the decision a step late instead of waiting for a broadcast of it at every step."""
         interval = self._train_time_interval
-        if interval is None:  # step-based, or at the end only: no collective in Lightning's own test
+        if interval is None or not pl_module.automatic_optimization:
+            # step-based or at the end only (no collective in Lightning's own test); Lightning makes no time-based
+            # saves for a method that steps its optimiser itself
             return super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         now = time.monotonic()
-        due = self._last_time_checked is not None and now - self._last_time_checked >= interval.total_seconds()
-        if not self._due.any_raised(due and trainer.is_global_zero, trainer.strategy.root_device):
+        last = self._last_time_checked
+        due = trainer.is_global_zero and last is not None and now - last >= interval.total_seconds()
+        if due:
+            self._last_time_checked = now  # raised once: the save follows when every process has heard of it
+        if not self._due.any_raised(due, trainer.world_size, trainer.strategy.root_device):
             return
         if self._should_skip_saving_checkpoint(trainer):
             return
-        self._last_time_checked = now
         candidates = self._monitor_candidates(trainer)
         self._save_topk_checkpoint(trainer, candidates)
         self._save_last_checkpoint(trainer, candidates)

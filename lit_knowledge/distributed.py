@@ -54,9 +54,11 @@ class LaterAgreement:
     def __init__(self):
         self._pending = None  # (the flag tensor being reduced, its work handle)
 
-    def any_raised(self, flag: bool, device=None) -> bool:
-        """Whether any process raised its flag: at this step alone, or across processes at the step before."""
-        if rank_and_world()[1] == 1:
+    def any_raised(self, flag: bool, processes: int, device=None) -> bool:
+        """Whether any process raised its flag: at this step alone, or across processes at the step before.
+        `processes`: how many take part (the trainer's world size; a one-device fit inside a process group, as a
+        cached build on rank zero, exchanges nothing)."""
+        if processes == 1:
             return flag
         import torch
         import torch.distributed as dist
@@ -69,8 +71,12 @@ class LaterAgreement:
         work.wait()
         return bool(tensor.item())
 
-    def finish(self) -> None:
-        """Wait for the exchange still running (at the end of training, before the processes part)."""
-        if self._pending is not None:
-            self._pending[1].wait()
-            self._pending = None
+    def finish(self) -> bool:
+        """Wait for the exchange still running (at the end of training, before the processes part): whether any
+        process raised its flag at the last step."""
+        if self._pending is None:
+            return False
+        tensor, work = self._pending
+        self._pending = None
+        work.wait()
+        return bool(tensor.item())

@@ -39,7 +39,9 @@ class RequeueOnSignal(L.Callback):
         self._previous = signal.signal(self.signum, self._handler)
 
     def on_train_end(self, trainer, pl_module):
-        self._agreement.finish()
+        # Under several processes a notice raised during the last batch is learnt only here: requeue all the same.
+        if self._agreement.finish() and not self.requeued:
+            self._requeue(trainer)
 
     def on_fit_end(self, trainer, pl_module):
         if self._previous is not None:
@@ -48,8 +50,11 @@ class RequeueOnSignal(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if self.requeued:  # saved and requeued already; the fit is stopping
             return
-        if not self._agreement.any_raised(self.requested, trainer.strategy.root_device):
-            return
+        if self._agreement.any_raised(self.requested, trainer.world_size, trainer.strategy.root_device):
+            self._requeue(trainer)
+            trainer.should_stop = True
+
+    def _requeue(self, trainer) -> None:
         path = self.run_dir / f"hpc_ckpt_{trainer.global_step}.ckpt"
         trainer.save_checkpoint(str(path))
         if trainer.is_global_zero:
@@ -59,4 +64,3 @@ class RequeueOnSignal(L.Callback):
                 status = "requeued" if result.returncode == 0 else f"scontrol failed ({result.returncode})"
                 print(f"lit_knowledge: checkpoint {path}; job {job} {status}", file=sys.stderr)
         self.requeued = True
-        trainer.should_stop = True

@@ -95,30 +95,35 @@ def _agree_over_steps(rank: int, port: int, raised_at: dict, out):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=2)
     agreement = LaterAgreement()
-    out.put((rank, [agreement.any_raised(step in raised_at[rank]) for step in range(6)]))
-    agreement.finish()
+    answers = [agreement.any_raised(step in raised_at[rank], 2) for step in range(6)]
+    out.put((rank, answers + [agreement.finish()]))
     dist.destroy_process_group()
 
 
 def test_a_later_agreement_gives_every_process_the_same_answer_one_step_late():
-    """Rank 0 raises its flag at step 1, rank 1 at step 3: both learn it at steps 2 and 4, and nothing else; one
-    process learns its own flag at once."""
+    """Rank 0 raises its flag at step 1, rank 1 at steps 3 and 5: both learn it at steps 2 and 4, and of step 5
+    when the exchange is finished; one process (or a one-device fit) learns its own flag at once."""
     import socket
 
     import torch.multiprocessing as mp
 
     from lit_knowledge.distributed import LaterAgreement
 
-    assert [LaterAgreement().any_raised(f) for f in (False, True)] == [False, True]
+    assert [LaterAgreement().any_raised(f, 1) for f in (False, True)] == [False, True]
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_agree_over_steps, args=(r, port, {0: {1}, 1: {3}}, out)) for r in range(2)]
+    procs = [ctx.Process(target=_agree_over_steps, args=(r, port, {0: {1}, 1: {3, 5}}, out), daemon=True)
+             for r in range(2)]
     for p in procs:
         p.start()
-    answers = dict(out.get(timeout=120) for _ in procs)
-    for p in procs:
-        p.join(timeout=60)
-    assert answers[0] == answers[1] == [False, False, True, False, True, False]
+    try:
+        answers = dict(out.get(timeout=120) for _ in procs)
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():
+                p.terminate()
+    assert answers[0] == answers[1] == [False, False, True, False, True, False, True]

@@ -135,6 +135,36 @@ def test_runs_checkpoint_every_30_minutes_by_default(tmp_path):
     assert not (tmp_path / "baselines").exists()
 
 
+def test_a_timed_checkpoint_learnt_a_step_late_is_written_once(monkeypatch):
+    """Under several processes rank zero's "a checkpoint is due" reaches every process a step later; the save
+    comes then, once per interval (rank zero does not raise the same due save again while it travels)."""
+    from datetime import timedelta
+    from types import SimpleNamespace
+
+    from lit_knowledge import checkpoints
+
+    class OneStepLate:  # what two processes' LaterAgreement answers
+        before = False
+
+        def any_raised(self, flag, processes, device=None):
+            answer, self.before = self.before, flag
+            return answer
+
+    clock, saves = [0.0], []
+    monkeypatch.setattr(checkpoints.time, "monotonic", lambda: clock[0])
+    cb = checkpoints.TimedCheckpoint(dirpath="unused", save_last=True, train_time_interval=timedelta(seconds=10))
+    cb._due, cb._last_time_checked = OneStepLate(), 0.0
+    monkeypatch.setattr(cb, "_should_skip_saving_checkpoint", lambda trainer: False)
+    monkeypatch.setattr(cb, "_monitor_candidates", lambda trainer: {})
+    monkeypatch.setattr(cb, "_save_topk_checkpoint", lambda trainer, candidates: None)
+    monkeypatch.setattr(cb, "_save_last_checkpoint", lambda trainer, candidates: saves.append(clock[0]))
+    trainer = SimpleNamespace(is_global_zero=True, world_size=2, strategy=SimpleNamespace(root_device="cpu"))
+    for t in (5.0, 11.0, 12.0, 13.0, 14.0, 22.0, 23.0, 24.0):  # due at 11 and again 10 s later, at 22
+        clock[0] = t
+        cb.on_train_batch_end(trainer, SimpleNamespace(automatic_optimization=True), None, None, 0)
+    assert saves == [12.0, 23.0]
+
+
 @pytest.mark.slow  # two tiny in-process runs: ~15 s
 def test_time_based_checkpoints_are_written_during_the_run_and_their_cost_is_kept(tmp_path, capsys):
     often = ["trainer.checkpoint_every_n_minutes=0.000001"]  # every 60 µs: shorter than any batch plus save, on any machine

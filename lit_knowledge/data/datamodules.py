@@ -37,7 +37,7 @@ def collate_examples(examples: list[dict], pad_id: int) -> dict:
             second = collate([{"input_ids": e[f"{name}_input_ids"], "labels": e[f"{name}_labels"]} for e in examples],
                              pad_id)
             batch.update({f"{name}_{k}": v for k, v in second.items()})
-            extra -= {f"{name}_input_ids", f"{name}_labels"}
+            extra -= {f"{name}_input_ids", f"{name}_labels", f"{name}_attention_mask"}
     for key in extra:
         batch[key] = [e[key] for e in examples]
     return batch

@@ -63,6 +63,7 @@ import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+from lit_knowledge.bench_ddp import LAUNCHERS
 from lit_knowledge.errors import cli_entry_point
 
 TARGET_RATIO = 1.05
@@ -414,7 +415,7 @@ def parse_args(argv):
                                                                "the machine's cores)")
     d.add_argument("--per-device", action="store_true", help="one thread per process in both runs (one device "
                                                               "each) instead of the same threads shared")
-    d.add_argument("--launcher", choices=("lightning", "torchrun"), default="lightning",
+    d.add_argument("--launcher", choices=LAUNCHERS, default="lightning",
                    help="what starts the split run's processes: Lightning's launcher (the others start when the "
                         "first reaches the fit; default) or torchrun (all at once, as srun does)")
     d.add_argument("--json", metavar="PATH", help="also write the figures to this JSON file")

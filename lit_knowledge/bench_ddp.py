@@ -5,9 +5,9 @@ once as one process with all the threads, once under `trainer.strategy=ddp` with
 the same threads (gloo on the CPU); with `--per-device`, every process has one thread, as one device each.
 `--launcher torchrun` starts the split run's processes all at once (as `srun` does) instead of through Lightning's
 launcher, which starts the others only when the first reaches the fit. The figure is the ratio of the two wall
-times, start to exit; the runs' own metrics are printed side by side, so a split that changed what the method learns shows at once. The
-world's reader is made ready first, so neither run pretrains. Default: SELF-PARAM's batch setting (100
-documents), the issue's target ratio 0.6.
+times, start to exit; the runs' own metrics are printed side by side, so a split that changed what the method
+learns shows at once. The world's reader is made ready first, so neither run pretrains. Default: SELF-PARAM's
+batch setting (100 documents), the issue's target ratio 0.6.
 """
 
 from __future__ import annotations

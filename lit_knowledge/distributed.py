@@ -46,7 +46,7 @@ class LaterAgreement:
 
     A step-end decision every process must take alike (stop for preemption, write a timed checkpoint) is a
     collective; a blocking one each step costs a round trip between processes and makes the faster one wait for
-    the slower (0.4-2 ms each over gloo on this CPU, with a tiny model's step well under 100 ms). Here the
+    the slower (0.4-2 ms each over gloo on a 2-core CPU, against a tiny model's step of under 100 ms). Here the
     exchange of step n starts at its end without waiting, runs while step n + 1 computes, and is read at the end
     of step n + 1: every process reads the same answer at the same step. One process learns its flag at once.
     """
@@ -65,18 +65,18 @@ class LaterAgreement:
 
         mine = torch.tensor([int(flag)], dtype=torch.int32, device=device)
         before, self._pending = self._pending, (mine, dist.all_reduce(mine, op=dist.ReduceOp.MAX, async_op=True))
-        if before is None:
-            return False
-        tensor, work = before
-        work.wait()
-        return bool(tensor.item())
+        return self._answer(before)
 
     def finish(self) -> bool:
         """Wait for the exchange still running (at the end of training, before the processes part): whether any
         process raised its flag at the last step."""
-        if self._pending is None:
+        before, self._pending = self._pending, None
+        return self._answer(before)
+
+    @staticmethod
+    def _answer(pending) -> bool:
+        if pending is None:
             return False
-        tensor, work = self._pending
-        self._pending = None
+        tensor, work = pending
         work.wait()
         return bool(tensor.item())

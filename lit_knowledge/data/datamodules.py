@@ -26,17 +26,21 @@ from lit_knowledge.data.prompts import collate, scored_tokens
 from lit_knowledge.distributed import rank_and_world, shard
 
 
+def collate_prompt(examples: list[dict], name: str, pad_id: int) -> dict:
+    """The examples' second prompt, given as `<name>_input_ids` and `<name>_labels` (SELF-PARAM's teacher), padded
+    into a batch as the first is: `input_ids`, `labels`, `attention_mask`."""
+    return collate([{"input_ids": e[f"{name}_input_ids"], "labels": e[f"{name}_labels"]} for e in examples], pad_id)
+
+
 def collate_examples(examples: list[dict], pad_id: int) -> dict:
-    """A method's encoded examples as one batch. Their other fields: a second prompt given as `<name>_input_ids`
-    and `<name>_labels` (SELF-PARAM's teacher) is padded into tensors as the first is (`<name>_attention_mask`
-    beside them); any other field travels as a list."""
+    """A method's encoded examples as one batch. Their other fields: a second prompt (`collate_prompt`) is padded
+    into tensors named `<name>_input_ids`, `<name>_labels`, `<name>_attention_mask`; any other field travels as a
+    list."""
     batch = collate(examples, pad_id)
     extra = examples[0].keys() - {"input_ids", "labels"}
     for name in sorted(k.removesuffix("_input_ids") for k in extra if k.endswith("_input_ids")):
         if f"{name}_labels" in extra:
-            second = collate([{"input_ids": e[f"{name}_input_ids"], "labels": e[f"{name}_labels"]} for e in examples],
-                             pad_id)
-            batch.update({f"{name}_{k}": v for k, v in second.items()})
+            batch.update({f"{name}_{k}": v for k, v in collate_prompt(examples, name, pad_id).items()})
             extra -= {f"{name}_input_ids", f"{name}_labels", f"{name}_attention_mask"}
     for key in extra:
         batch[key] = [e[key] for e in examples]
@@ -52,13 +56,14 @@ class _PlannedBatches(TorchDataset):
     def __init__(self, per_step: list[Dataset], plan: list[tuple[int, bool, list[int]]], pad_id: int,
                  shard: bool = True):
         self.per_step, self.plan, self.pad_id, self.shard = per_step, plan, pad_id, shard
-        self._rows: dict[int, list[dict]] = {}  # a step's examples as plain rows, read once (not row by row)
+        self._rows: tuple[int, list[dict]] | None = None  # (step, its examples as plain rows), read at once
 
     def rows(self, step: int) -> list[dict]:
-        if step not in self._rows:
-            examples = self.per_step[step]  # the walk goes step by step: one step's rows are kept
-            self._rows = {step: examples.to_list() if isinstance(examples, Dataset) else list(examples)}
-        return self._rows[step]
+        """Step `step`'s examples as plain rows; the walk goes step by step, so only the current step's are kept."""
+        if self._rows is None or self._rows[0] != step:
+            examples = self.per_step[step]
+            self._rows = (step, examples.to_list() if isinstance(examples, Dataset) else list(examples))
+        return self._rows[1]
 
     def __len__(self):
         return len(self.plan)

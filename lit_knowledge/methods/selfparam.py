@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from datasets import Dataset
 
-from lit_knowledge.data.prompts import IGNORE, collate, encode_example, token_ids
+from lit_knowledge.data.datamodules import collate_prompt
+from lit_knowledge.data.prompts import IGNORE, encode_example, token_ids
 from lit_knowledge.errors import UserError
 from lit_knowledge.methods.base import encode_all
 from lit_knowledge.methods.baselines import FineTune
@@ -134,9 +135,8 @@ class SelfParam(FineTune):
         with evaluating(self.model):
             for start in range(0, len(examples), self.cfg.eval.batch_size):
                 rows = [examples[i] for i in range(start, min(len(examples), start + self.cfg.eval.batch_size))]
-                teacher = collate([{"input_ids": r["teacher_input_ids"], "labels": r["teacher_labels"]} for r in rows],
-                                  self.tokenizer.pad_token_id)
-                teacher = {k: v.to(self.device) for k, v in teacher.items()}
+                teacher = {k: v.to(self.device)
+                           for k, v in collate_prompt(rows, "teacher", self.tokenizer.pad_token_id).items()}
                 logits = self.model(input_ids=teacher["input_ids"], attention_mask=teacher["attention_mask"]).logits[:, :-1]
                 for j, r in enumerate(rows):
                     mask = teacher["labels"][j, 1:] != IGNORE
